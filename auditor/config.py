@@ -194,7 +194,7 @@ class HttpSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"must be host:port like 127.0.0.1:9337 (got {value!r})")
         return value
@@ -345,7 +345,7 @@ def _problems(error: ValidationError) -> list[str]:
     for item in error.errors(include_url=False):
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # Union members and Annotated wrappers add their type name to the location.
-        loc = [p for p in loc if not (isinstance(p, str) and p[:1].isupper() or p == "str")]
+        loc = [p for p in loc if not ((isinstance(p, str) and p[:1].isupper()) or p == "str")]
         key = _dotted(loc) or "(top level)"
         kind = item["type"]
         if kind == "extra_forbidden":
