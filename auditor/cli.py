@@ -1,0 +1,225 @@
+"""The command line: the only place that prints or picks exit codes.
+
+Exit codes: 0 success, 1 a target (PBX, database) failed, 2 usage or configuration error.
+Errors are one line on stderr; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+from auditor import __version__
+from auditor.config import Loaded, load_settings
+from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
+from auditor.logs import configure as configure_logs
+from auditor.xapi import XapiClient
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _out(stream: TextIO | None = None) -> TextIO:
+    return stream if stream is not None else sys.stdout
+
+
+def print_json(value: Any, *, lines: bool = False) -> None:
+    """JSON on stdout: one document, or (``lines``) one compact document per line."""
+    out = _out()
+    if lines:
+        for item in value:
+            out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n")
+    else:
+        out.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    out.flush()
+
+
+def _load(args: argparse.Namespace, *, require_targets: bool = False) -> Loaded:
+    loaded = load_settings(args.config)
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    configure_logs(
+        "debug" if args.verbose else loaded.settings.log.level, loaded.settings.log.format
+    )
+    if require_targets and not loaded.settings.targets:
+        where = loaded.path or "the configuration"
+        raise ConfigError([f"config: targets: no [[targets]] in {where}"])
+    return loaded
+
+
+# -- check-config ------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = load_settings(args.config, require_file=True)
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    count = len(loaded.settings.targets)
+    print(f"config: ok: {loaded.path} ({count} target{'s' if count != 1 else ''})")
+    return EXIT_OK
+
+
+# -- scripts -----------------------------------------------------------------------------
+
+
+def _columns(items: Sequence[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {"Filename": None}
+    for item in items:
+        for key in item:
+            columns.setdefault(key, None)
+    return list(columns)
+
+
+def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    columns = _columns(items)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(*("" if item.get(c) is None else str(item.get(c)) for c in columns))
+    Console().print(table)
+
+
+async def _scripts(args: argparse.Namespace, loaded: Loaded) -> dict[str, Any]:
+    target = loaded.settings.target(args.target)
+    async with XapiClient(target) as client:
+        if args.all:
+            listing = await client.list_failover_scripts(search=args.search, filter=args.filter)
+            return {
+                "target": target.name,
+                "count": listing.reported_count,
+                "pages": listing.pages,
+                "items": list(listing.items),
+            }
+        page = await client.get_failover_scripts(
+            top=args.top if args.top is not None else target.page_size,
+            skip=args.skip,
+            search=args.search,
+            filter=args.filter,
+            count=args.count,
+        )
+        return {
+            "target": target.name,
+            "count": page.count,
+            "pages": 1,
+            "items": list(page.items),
+        }
+
+
+def cmd_scripts(args: argparse.Namespace) -> int:
+    if args.all and (args.top is not None or args.skip is not None):
+        raise QueryError("--all pages through everything; it cannot be combined with --top/--skip")
+    loaded = _load(args)
+    result = asyncio.run(_scripts(args, loaded))
+    items: list[dict[str, Any]] = result["items"]
+    if args.json:
+        print_json(result)
+    elif sys.stdout.isatty():
+        counted = f", @odata.count {result['count']}" if result["count"] is not None else ""
+        title = f"{result['target']}: {len(items)} failover scripts{counted}"
+        print_items_table(title, items)
+    else:
+        out = _out()
+        for item in items:
+            out.write(str(item.get("Filename", "")) + "\n")
+    return EXIT_OK
+
+
+# -- the parser --------------------------------------------------------------------------
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (got {text!r})") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative (got {value})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="3cx-auditor",
+        description="Audits the failover scripts and failover settings of 3CX V20 PBXs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $AUDITOR_CONFIG, ./auditor.toml, /etc/3cx-auditor/config.toml)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs and tracebacks on errors"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    sub = commands.add_parser("check-config", help="validate the configuration")
+    sub.set_defaults(handler=cmd_check_config)
+
+    sub = commands.add_parser(
+        "scripts",
+        help="the live failover-script listing of one PBX",
+        description="Query GetFailoverScripts() of one configured PBX. Without --all one "
+        "request is made with the given query options; with --all every page is fetched "
+        "and the listing is proved complete.",
+    )
+    sub.add_argument("--target", required=True, metavar="NAME", help="a configured target")
+    sub.add_argument("--top", type=_non_negative, metavar="N", help="$top (1..100)")
+    sub.add_argument("--skip", type=_non_negative, metavar="N", help="$skip")
+    sub.add_argument("--search", metavar="TEXT", help="$search (quoted for you if needed)")
+    sub.add_argument("--filter", metavar="EXPR", help="$filter, checked before sending")
+    sub.add_argument("--count", action="store_true", help="ask for @odata.count")
+    sub.add_argument("--all", action="store_true", help="page through every script")
+    sub.add_argument("--json", action="store_true", help="JSON output")
+    sub.set_defaults(handler=cmd_scripts)
+
+    return parser
+
+
+def _exit_code(error: AuditorError) -> int:
+    if isinstance(error, ConfigError | QueryError):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except AuditorError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        prefix = "error" if not isinstance(exc, SourceError) else "pbx"
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,112 @@
+"""structlog set-up: JSON lines for machines, readable lines for people.
+
+* ``json``: one JSON object per line. Under systemd (``$JOURNAL_STREAM`` set) each line starts
+  with the ``<N>`` priority prefix that journald understands (sd-daemon(3)), so ``journalctl
+  -p warning`` works without a logging library of its own.
+* ``console``: structlog's console renderer, chosen by ``auto`` when stderr is a terminal.
+
+Log lines go to stderr. Alerts are written by :func:`alert_logger` as JSON lines on stdout,
+whatever the log format, because scripts read them there (``once``).
+
+A last processor drops the value of any key that looks like a credential, so a mistake
+elsewhere cannot print one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["auto", "json", "console"]
+
+_SYSLOG_PRIORITY = {
+    "critical": 2,
+    "error": 3,
+    "warning": 4,
+    "warn": 4,
+    "info": 6,
+    "debug": 7,
+}
+_SECRET_KEYS = ("secret", "password", "token", "authorization", "api_key")
+_REDACTED = "[redacted]"
+
+
+def redact_secrets(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    for key in list(event):
+        lowered = key.lower()
+        if any(word in lowered for word in _SECRET_KEYS) and event[key] is not None:
+            event[key] = _REDACTED
+    return event
+
+
+class _JsonRenderer:
+    def __init__(self, journald: bool) -> None:
+        self._json = structlog.processors.JSONRenderer(sort_keys=False)
+        self._journald = journald
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str:
+        level = str(event.get("level", "info"))
+        line = self._json(logger, name, event)
+        assert isinstance(line, str)
+        return f"<{_SYSLOG_PRIORITY.get(level, 6)}>{line}" if self._journald else line
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        redact_secrets,
+    ]
+
+
+def _level_number(level: str) -> int:
+    return int(logging.getLevelNamesMapping()[level.upper()])
+
+
+def under_journald() -> bool:
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def configure(
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog for the whole process (idempotent)."""
+    stream = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() and not under_journald() else "json"
+    renderer: Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    else:
+        renderer = _JsonRenderer(journald=under_journald())
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def alert_logger(stream: TextIO | None = None) -> Any:
+    """A logger whose lines are alerts: JSON on stdout, independent of the log format."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=stream if stream is not None else sys.stdout),
+        processors=[
+            structlog.processors.add_log_level,
+            redact_secrets,
+            _JsonRenderer(journald=under_journald()),
+        ],
+        wrapper_class=structlog.BoundLogger,
+    )
