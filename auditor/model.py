@@ -91,14 +91,22 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class FieldChange:
-    """One changed field; ``field`` is a dotted path (``a.b[2].c``) into the item's JSON."""
+    """One changed field; ``field`` is a dotted path (``a.b[2].c``) into the item's JSON.
+
+    ``missing`` names the side on which the field does not exist at all (its value there is
+    reported as ``None``), so that a removed key is not mistaken for one set to ``null``.
+    """
 
     field: str
     old: Any
     new: Any
+    missing: Literal["old", "new"] | None = None
 
     def as_json(self) -> JSON:
-        return {"field": self.field, "old": self.old, "new": self.new}
+        out: JSON = {"field": self.field, "old": self.old, "new": self.new}
+        if self.missing is not None:
+            out["missing"] = self.missing
+        return out
 
 
 @dataclass(frozen=True, slots=True)
