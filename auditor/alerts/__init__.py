@@ -1,0 +1,1 @@
+"""Alerts: the lifecycle of alerts and, later, their sinks."""

@@ -1,0 +1,290 @@
+"""The alert lifecycle: what one run observed, plus the alerts already firing -> new events.
+
+Pure: no I/O. The audit reads the previous :class:`AlertState` rows, calls :func:`evaluate`,
+and commits the returned events and states together with the run.
+
+Two families of alerts:
+
+* **Change alerts** (``script.added``, ``script.removed``, ``script.changed``,
+  ``settings.changed``) fire once per change, never on a baseline. A change whose only
+  changed field is the state field is recorded in the history but raises no
+  ``script.changed``: the state alerts below own that field, so one flip is one alert.
+* **State alerts** (``script.disconnected``, ``settings.script_missing``,
+  ``target.disconnected``, ``audit.failed``) fire once when their condition starts, again
+  every ``repeat_every`` while it lasts, and are resolved once when it ends. A resolution
+  is an event with status ``resolved`` and the *same fingerprint* as the firing alert, so a
+  sink can match the two; its kind is the "good news" kind where DESIGN.md names one
+  (``script.reconnected``, ``target.reconnected``), else the firing kind.
+
+Script-level conditions are judged only on complete runs: a failed run knows nothing about
+the scripts, so it neither resolves nor repeats their alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from auditor.model import (
+    SCRIPTS,
+    SETTINGS,
+    Change,
+    FieldChange,
+    RunStatus,
+    Severity,
+    fingerprint,
+)
+from auditor.store import AlertDraft, AlertState
+
+CHANGE_KINDS: dict[tuple[str, str], tuple[str, Severity]] = {
+    (SCRIPTS, "added"): ("script.added", "info"),
+    (SCRIPTS, "removed"): ("script.removed", "warning"),
+    (SCRIPTS, "changed"): ("script.changed", "warning"),
+    (SETTINGS, "added"): ("settings.changed", "warning"),
+    (SETTINGS, "removed"): ("settings.changed", "warning"),
+    (SETTINGS, "changed"): ("settings.changed", "warning"),
+}
+STATE_SEVERITY: dict[str, Severity] = {
+    "script.disconnected": "warning",
+    "settings.script_missing": "critical",
+    "target.disconnected": "critical",
+    "audit.failed": "warning",
+}
+RESOLVED_KIND = {
+    "script.disconnected": "script.reconnected",
+    "target.disconnected": "target.reconnected",
+}
+SCRIPT_CONDITIONS = ("script.disconnected", "settings.script_missing")
+TARGET_CONDITIONS = ("target.disconnected", "audit.failed")
+_SHOWN_FIELDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one run of one target saw.
+
+    ``unhealthy`` (key -> state value), ``missing`` ((field, filename) pairs) and ``listed``
+    (the script keys) are only meaningful for a complete run; ``failures_in_row`` counts
+    this run if it failed.
+    """
+
+    target: str
+    status: RunStatus
+    at: datetime
+    baseline: bool = False
+    error: str | None = None
+    changes: Sequence[Change] = ()
+    unhealthy: Mapping[str, str] = field(default_factory=dict)
+    missing: Sequence[tuple[str, str]] = ()
+    listed: Collection[str] = frozenset()
+    failures_in_row: int = 0
+    state_field: str = "State"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    disconnected_after: int = 3
+    repeat_every: timedelta = timedelta(hours=4)
+
+
+@dataclass(frozen=True, slots=True)
+class _Condition:
+    kind: str
+    collection: str | None
+    key: str | None
+    message: str
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_summary(fields: Sequence[FieldChange]) -> str:
+    shown = [f"{f.field} {_show(f.old)} -> {_show(f.new)}" for f in fields[:_SHOWN_FIELDS]]
+    more = len(fields) - _SHOWN_FIELDS
+    return ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _change_message(target: str, kind: str, change: Change) -> str:
+    if kind == "script.added":
+        return f"failover script '{change.key}' added on {target}"
+    if kind == "script.removed":
+        return f"failover script '{change.key}' removed from {target}"
+    if kind == "script.changed":
+        return f"failover script '{change.key}' changed on {target}: " + _field_summary(
+            change.fields
+        )
+    if change.kind == "changed":
+        return f"failover settings changed on {target}: " + _field_summary(change.fields)
+    return f"failover settings {'appeared' if change.kind == 'added' else 'vanished'} on {target}"
+
+
+def _state_only(change: Change, state_field: str) -> bool:
+    return bool(change.fields) and all(
+        f.field == state_field or f.field.startswith(state_field + ".") for f in change.fields
+    )
+
+
+def change_events(obs: Observation) -> list[AlertDraft]:
+    if obs.baseline or obs.status != "ok":
+        return []
+    events = []
+    for change in obs.changes:
+        kind, severity = CHANGE_KINDS[(change.collection, change.kind)]
+        if kind == "script.changed" and _state_only(change, obs.state_field):
+            continue
+        events.append(
+            AlertDraft(
+                fingerprint=fingerprint(obs.target, kind, change.collection, change.key),
+                kind=kind,
+                severity=severity,
+                status="firing",
+                collection=change.collection,
+                key=change.key,
+                at=obs.at,
+                message=_change_message(obs.target, kind, change),
+                fields=change.fields,
+            )
+        )
+    return events
+
+
+def _conditions(obs: Observation, policy: Policy) -> tuple[list[_Condition], tuple[str, ...]]:
+    """The conditions holding now, and the kinds this run can judge at all."""
+    target = obs.target
+    now: list[_Condition] = []
+    if obs.status == "ok":
+        for key, value in sorted(obs.unhealthy.items()):
+            message = f"failover script '{key}' is {value} on {target}"
+            now.append(_Condition("script.disconnected", SCRIPTS, key, message))
+        for name, filename in obs.missing:
+            message = (
+                f"{name} names '{filename}', which is not among the failover scripts of {target}"
+            )
+            now.append(_Condition("settings.script_missing", SETTINGS, name, message))
+        return now, SCRIPT_CONDITIONS + TARGET_CONDITIONS
+    error = obs.error or obs.status
+    now.append(_Condition("audit.failed", None, None, f"audit of {target} failed: {error}"))
+    if obs.failures_in_row >= policy.disconnected_after:
+        message = f"{target} could not be audited in {obs.failures_in_row} runs in a row: {error}"
+        now.append(_Condition("target.disconnected", None, None, message))
+    return now, TARGET_CONDITIONS
+
+
+def _resolution_message(state: AlertState, obs: Observation) -> str:
+    target = obs.target
+    if state.kind == "script.disconnected":
+        if state.key in obs.listed:
+            return f"failover script '{state.key}' is healthy again on {target}"
+        return f"failover script '{state.key}' is no longer listed on {target}"
+    if state.kind == "settings.script_missing":
+        return f"{state.key} of {target} names an existing failover script again"
+    if state.kind == "target.disconnected":
+        return f"{target} can be audited again"
+    if state.kind == "audit.failed":
+        return f"audit of {target} succeeds again"
+    return f"{state.kind} resolved on {target}"
+
+
+def evaluate(
+    obs: Observation, previous: Mapping[str, AlertState], policy: Policy
+) -> tuple[list[AlertDraft], list[AlertState]]:
+    """The events to emit and the alert states to save for one run."""
+    events = change_events(obs)
+    states: list[AlertState] = []
+    conditions, judged = _conditions(obs, policy)
+    holding: set[str] = set()
+
+    for condition in conditions:
+        fp = fingerprint(obs.target, condition.kind, condition.collection, condition.key)
+        holding.add(fp)
+        severity = STATE_SEVERITY[condition.kind]
+        state = previous.get(fp)
+        if state is None or state.status == "resolved":
+            notify = True
+            state = AlertState(
+                fingerprint=fp,
+                kind=condition.kind,
+                collection=condition.collection,
+                key=condition.key,
+                status="firing",
+                severity=severity,
+                first_seen=obs.at,
+                last_seen=obs.at,
+                last_notified=obs.at,
+                resolved_at=None,
+                message=condition.message,
+            )
+        else:
+            last = state.last_notified or state.first_seen
+            notify = obs.at - last >= policy.repeat_every
+            state = replace(
+                state,
+                last_seen=obs.at,
+                message=condition.message,
+                last_notified=obs.at if notify else state.last_notified,
+            )
+        states.append(state)
+        if notify:
+            events.append(
+                AlertDraft(
+                    fingerprint=fp,
+                    kind=condition.kind,
+                    severity=severity,
+                    status="firing",
+                    collection=condition.collection,
+                    key=condition.key,
+                    at=obs.at,
+                    message=condition.message,
+                )
+            )
+
+    for fp, state in sorted(previous.items()):
+        if state.status != "firing" or fp in holding or state.kind not in judged:
+            continue
+        message = _resolution_message(state, obs)
+        states.append(
+            replace(
+                state,
+                status="resolved",
+                resolved_at=obs.at,
+                last_seen=obs.at,
+                last_notified=obs.at,
+                message=message,
+            )
+        )
+        events.append(
+            AlertDraft(
+                fingerprint=fp,
+                kind=RESOLVED_KIND.get(state.kind, state.kind),
+                severity="info",
+                status="resolved",
+                collection=state.collection,
+                key=state.key,
+                at=obs.at,
+                message=message,
+            )
+        )
+    return events, states
+
+
+def failures_in_row(statuses_newest_first: Collection[str]) -> int:
+    """How many of the newest runs in a row did not complete."""
+    count = 0
+    for status in statuses_newest_first:
+        if status == "ok":
+            break
+        count += 1
+    return count
+
+
+__all__ = [
+    "Observation",
+    "Policy",
+    "change_events",
+    "evaluate",
+    "failures_in_row",
+]
