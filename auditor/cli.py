@@ -14,11 +14,18 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
+from rich.console import Console
+from rich.table import Table
+
 from auditor import __version__
-from auditor.config import Loaded, load_settings
+from auditor.audit import AuditResult, audit_target, policy_of
+from auditor.config import Loaded, TargetSettings, load_settings
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
+from auditor.logs import alert_logger
 from auditor.logs import configure as configure_logs
-from auditor.xapi import XapiClient
+from auditor.model import Alert
+from auditor.store import Store
+from auditor.xapi import TokenCache, XapiClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -86,8 +93,6 @@ def _columns(items: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     columns = _columns(items)
@@ -143,6 +148,120 @@ def cmd_scripts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- db upgrade / once -------------------------------------------------------------------
+
+
+async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
+    store = await Store.open(loaded.settings.database.url)
+    if migrate:
+        try:
+            await store.upgrade()
+        except BaseException:
+            await store.close()
+            raise
+    return store
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+
+    async def upgrade() -> str:
+        store = await open_store(loaded, migrate=False)
+        try:
+            return await store.upgrade()
+        finally:
+            await store.close()
+
+    revision = asyncio.run(upgrade())
+    print(f"database: at revision {revision}", file=sys.stderr)
+    return EXIT_OK
+
+
+_ALERT_LEVEL = {"info": "info", "warning": "warning", "critical": "critical"}
+
+
+def alert_printer(stream: TextIO | None = None) -> Callable[[Alert], None]:
+    """Alerts as JSON log lines: ``"alert": true``, ``event`` = the alert's kind."""
+    logger = alert_logger(stream)
+
+    def emit(alert: Alert) -> None:
+        getattr(logger, _ALERT_LEVEL.get(alert.severity, "info"))(
+            alert.kind, alert=True, **alert.as_json()
+        )
+
+    return emit
+
+
+def _summary(result: AuditResult) -> str:
+    if result.ok:
+        what = "baseline" if result.baseline else f"{result.changes} change(s)"
+        suppressed = f", {result.suppressed} suppressed" if result.suppressed else ""
+        return (
+            f"{result.target}: ok, {result.items} scripts in {result.pages} page(s), "
+            f"{what}{suppressed}, {len(result.alerts)} alert(s) (run {result.run_id})"
+        )
+    return f"{result.target}: {result.status}: {result.error} (run {result.run_id})"
+
+
+async def audit_targets(
+    loaded: Loaded,
+    names: Sequence[str],
+    *,
+    on_alert: Callable[[Alert], None],
+    progress: bool = False,
+) -> list[AuditResult]:
+    """Audit the named targets (all when none) concurrently, bounded by max_concurrent."""
+    settings = loaded.settings
+    targets = [settings.target(n) for n in names] if names else list(settings.targets)
+    if not targets:
+        raise ConfigError(["config: targets: no [[targets]] configured"])
+    store = await open_store(loaded)
+    tokens = TokenCache()
+    limit = asyncio.Semaphore(settings.audit.max_concurrent)
+    policy = policy_of(settings)
+
+    async def one(target: TargetSettings) -> AuditResult:
+        async with limit, XapiClient(target, tokens=tokens) as client:
+            return await audit_target(
+                target,
+                store,
+                client,
+                policy=policy,
+                deadline=settings.audit.timeout,
+                on_alert=on_alert,
+            )
+
+    try:
+        if not progress:
+            return list(await asyncio.gather(*(one(t) for t in targets)))
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=Console(stderr=True)) as bar:
+            task = bar.add_task("auditing", total=len(targets))
+
+            async def counted(target: TargetSettings) -> AuditResult:
+                try:
+                    return await one(target)
+                finally:
+                    bar.advance(task)
+
+            return list(await asyncio.gather(*(counted(t) for t in targets)))
+    finally:
+        await store.close()
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    loaded = _load(args, require_targets=True)
+    results = asyncio.run(
+        audit_targets(
+            loaded, args.target or (), on_alert=alert_printer(), progress=sys.stderr.isatty()
+        )
+    )
+    for result in results:
+        print(_summary(result), file=sys.stderr)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
 # -- the parser --------------------------------------------------------------------------
 
 
@@ -192,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--all", action="store_true", help="page through every script")
     sub.add_argument("--json", action="store_true", help="JSON output")
     sub.set_defaults(handler=cmd_scripts)
+
+    sub = commands.add_parser("db", help="database maintenance")
+    db = sub.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    db.required = True
+    db.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(
+        handler=cmd_db_upgrade
+    )
+
+    sub = commands.add_parser(
+        "once",
+        help="audit now: one JSON line per alert on stdout, a summary on stderr",
+    )
+    sub.add_argument(
+        "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    sub.set_defaults(handler=cmd_once)
 
     return parser
 

@@ -1,0 +1,212 @@
+"""One audit of one target, end to end.
+
+fetch (listing proved complete + settings) -> snapshot -> diff against the last complete run
+-> states -> alert lifecycle -> one transaction with the run, versions, changes, alerts and
+outbox rows. A failed or incomplete run is recorded with its error and is never diffed, so
+it cannot produce ``removed``. A run cancelled mid-way (shutdown, timeout) is recorded as
+failed before the cancellation goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from auditor.alerts.lifecycle import Observation, Policy, evaluate, failures_in_row
+from auditor.config import Settings, TargetSettings, format_duration
+from auditor.diff import diff, missing_scripts, unhealthy
+from auditor.errors import IncompleteListingError, SourceError
+from auditor.model import (
+    SCRIPT_KEY_FIELD,
+    SCRIPTS,
+    SETTINGS,
+    SETTINGS_KEY,
+    Alert,
+    Change,
+    Item,
+    RunStatus,
+    Snapshot,
+    utcnow,
+)
+from auditor.store import RunOutcome, Store
+from auditor.xapi import XapiClient
+
+log = structlog.get_logger("auditor.audit")
+
+AlertCallback = Callable[[Alert], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResult:
+    target: str
+    run_id: int
+    status: RunStatus
+    baseline: bool
+    items: int | None
+    pages: int | None
+    changes: int
+    suppressed: int
+    error: str | None
+    alerts: tuple[Alert, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    snapshot: Snapshot
+    pages: int
+    reported_count: int | None
+
+
+async def fetch(client: XapiClient, target: TargetSettings) -> _Fetched:
+    """Everything the PBX says about failover, as one snapshot."""
+    listing = await client.list_failover_scripts()
+    settings = await client.get_failover_settings()
+    items = [Item(SCRIPTS, str(body[SCRIPT_KEY_FIELD]), body) for body in listing.items]
+    items.append(Item(SETTINGS, SETTINGS_KEY, settings))
+    return _Fetched(
+        snapshot=Snapshot.of(target.name, items),
+        pages=listing.pages,
+        reported_count=listing.reported_count,
+    )
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(
+        disconnected_after=settings.alerts.disconnected_after,
+        repeat_every=settings.alerts.repeat_every,
+    )
+
+
+async def audit_target(
+    target: TargetSettings,
+    store: Store,
+    client: XapiClient,
+    *,
+    policy: Policy,
+    deadline: timedelta | None = None,
+    sinks: Sequence[str] = (),
+    on_alert: AlertCallback | None = None,
+) -> AuditResult:
+    """Audit ``target`` once and record the run; never raises SourceError (it is recorded)."""
+    bound = log.bind(target=target.name)
+    target_id = await store.ensure_target(target.name, target.url)
+    started = utcnow()
+    run_id = await store.begin_run(target_id, started)
+    bound = bound.bind(run_id=run_id)
+    previous_run, previous = await store.current_snapshot(target_id)
+    previous_alerts = await store.alert_states(target_id)
+
+    status: RunStatus = "ok"
+    error: str | None = None
+    fetched: _Fetched | None = None
+    try:
+        async with asyncio.timeout(deadline.total_seconds() if deadline else None):
+            fetched = await fetch(client, target)
+    except IncompleteListingError as exc:
+        status, error = "incomplete", str(exc)
+    except SourceError as exc:
+        status, error = "failed", str(exc)
+    except TimeoutError:
+        status = "failed"
+        limit = format_duration(deadline) if deadline else "its time limit"
+        error = f"{target.name}: audit not finished within {limit} (audit.timeout)"
+    except asyncio.CancelledError:
+        # Shielded: the run must not stay 'running' nor be diffed.
+        await asyncio.shield(
+            store.commit_run(
+                RunOutcome(
+                    run_id=run_id,
+                    target_id=target_id,
+                    status="failed",
+                    finished_at=utcnow(),
+                    error=f"{target.name}: audit cancelled (shutdown or timeout)",
+                )
+            )
+        )
+        raise
+
+    finished = utcnow()
+    baseline = previous_run is None
+    if fetched is not None:
+        current = fetched.snapshot
+        result = diff(previous, current, ignore_fields=target.ignore_fields)
+        changes = list(result.changes) if not baseline else _baseline_changes(current)
+        observation = Observation(
+            target=target.name,
+            status="ok",
+            at=finished,
+            baseline=baseline,
+            changes=changes,
+            unhealthy=unhealthy(current, SCRIPTS, target.state.field, target.state.healthy),
+            missing=missing_scripts(current),
+            listed=frozenset(current.collection(SCRIPTS)),
+            state_field=target.state.field,
+        )
+        suppressed = result.suppressed
+        items = len(current.items) - 1
+    else:
+        statuses = await store.recent_statuses(target_id, policy.disconnected_after + 1)
+        observation = Observation(
+            target=target.name,
+            status=status,
+            at=finished,
+            error=error,
+            failures_in_row=failures_in_row(statuses) + 1,
+        )
+        changes, suppressed, items = [], 0, None
+
+    events, states = evaluate(observation, previous_alerts, policy)
+    alerts = await store.commit_run(
+        RunOutcome(
+            run_id=run_id,
+            target_id=target_id,
+            status=status,
+            finished_at=finished,
+            pages=fetched.pages if fetched else None,
+            items=items,
+            reported_count=fetched.reported_count if fetched else None,
+            error=error,
+            suppressed=suppressed,
+            changes=changes,
+            events=events,
+            alert_states=states,
+            sinks=tuple(sinks),
+        )
+    )
+    if status == "ok" and baseline:
+        bound.info("audit.baseline", items=items, pages=fetched.pages if fetched else None)
+    elif status == "ok":
+        bound.info("audit.ok", items=items, changes=len(changes), suppressed=suppressed)
+    else:
+        bound.warning("audit.not_complete", status=status, error=error)
+    if on_alert is not None:
+        for alert in alerts:
+            on_alert(alert)
+    return AuditResult(
+        target=target.name,
+        run_id=run_id,
+        status=status,
+        baseline=baseline,
+        items=items,
+        pages=fetched.pages if fetched else None,
+        changes=len(changes),
+        suppressed=suppressed,
+        error=error,
+        alerts=tuple(alerts),
+    )
+
+
+def _baseline_changes(current: Snapshot) -> list[Change]:
+    """The baseline enters the history as 'added' records, so the history is complete."""
+    return [
+        Change(collection=item.collection, key=item.key, kind="added", before=None, after=item.body)
+        for item in sorted(current.items.values(), key=lambda i: (i.collection, i.key))
+    ]
