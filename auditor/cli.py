@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from auditor import __version__
 from auditor.audit import AuditResult, audit_target, policy_of
-from auditor.config import Loaded, TargetSettings, load_settings
+from auditor.config import Loaded, TargetSettings, load_settings, parse_duration
+from auditor.diff import diff
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
 from auditor.logs import alert_logger
 from auditor.logs import configure as configure_logs
-from auditor.model import Alert
+from auditor.model import (
+    SCRIPTS,
+    SETTINGS,
+    SETTINGS_KEY,
+    Alert,
+    FieldChange,
+    Snapshot,
+    iso,
+    utcnow,
+)
 from auditor.store import Store
 from auditor.xapi import TokenCache, XapiClient
 
@@ -32,6 +44,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,6 +275,245 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+# -- reading the record ------------------------------------------------------------------
+
+
+def parse_when(text: str) -> datetime:
+    """An ISO 8601 date or time (UTC unless it says otherwise), or an age like ``7d``."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return utcnow() - parse_duration(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an ISO 8601 time like 2026-01-31T12:00Z or an age like 7d (got {text!r})"
+            ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _read(args: argparse.Namespace, work: Callable[[Store], Awaitable[T]]) -> T:
+    loaded = _load(args)
+
+    async def run() -> T:
+        store = await open_store(loaded)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "target": args.target,
+        "since": args.since,
+        "until": args.until,
+        "limit": args.limit or None,
+    }
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+def _short(moment: datetime | None) -> str:
+    return iso(moment)[:19].replace("T", " ") if moment else ""
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    found = _read(args, lambda store: store.runs(**_filters(args), newest_first=True))
+    found.reverse()
+    if args.json:
+        print_json([r.as_json() for r in found])
+        return EXIT_OK
+    rows = [
+        (r.id, r.target, _short(r.started_at), r.status, r.items, r.pages, r.error or "")
+        for r in found
+    ]
+    _table("runs", ["id", "target", "started (UTC)", "status", "items", "pages", "error"], rows)
+    return EXIT_OK
+
+
+def _fields_text(fields: Sequence[FieldChange]) -> str:
+    return ", ".join(f"{f.field}: {f.old!r} -> {f.new!r}" for f in fields[:3]) + (
+        f" (+{len(fields) - 3})" if len(fields) > 3 else ""
+    )
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    found = _read(args, lambda store: store.changes(**_filters(args), newest_first=True))
+    found.reverse()
+    if args.json:
+        print_json([c.as_json() for c in found])
+        return EXIT_OK
+    rows = [
+        (c.id, _short(c.at), c.target, c.kind, c.collection, c.key, _fields_text(c.fields))
+        for c in found
+    ]
+    _table("history", ["id", "at (UTC)", "target", "kind", "collection", "key", "fields"], rows)
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    found = _read(args, lambda store: store.alert_events(**_filters(args), newest_first=True))
+    found.reverse()
+    if args.json:
+        print_json([a.as_json() for a in found])
+        return EXIT_OK
+    rows = [(a.id, _short(a.at), a.target, a.kind, a.status, a.severity, a.message) for a in found]
+    _table("alerts", ["id", "at (UTC)", "target", "kind", "status", "severity", "message"], rows)
+    return EXIT_OK
+
+
+async def _snapshot_of(
+    store: Store, target: str | None, run_id: int | None
+) -> tuple[int, Snapshot]:
+    if run_id is None:
+        if target is None:
+            raise QueryError("show: give --target NAME or --run ID")
+        rows = [t for t in await store.targets() if t.name == target]
+        if not rows or rows[0].last_complete_run_id is None:
+            raise QueryError(f"show: {target} has no complete run yet")
+        run_id = rows[0].last_complete_run_id
+    return run_id, await store.snapshot_at(run_id)
+
+
+def _snapshot_json(run_id: int, snapshot: Snapshot) -> dict[str, Any]:
+    scripts = snapshot.collection(SCRIPTS)
+    settings = snapshot.collection(SETTINGS).get(SETTINGS_KEY)
+    return {
+        "target": snapshot.target,
+        "run_id": run_id,
+        "failover_scripts": [dict(scripts[k].body) for k in sorted(scripts)],
+        "failover_settings": dict(settings.body) if settings else None,
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run_id, snapshot = _read(args, lambda store: _snapshot_of(store, args.target, args.run))
+    data = _snapshot_json(run_id, snapshot)
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    title = f"{snapshot.target} at run {run_id}: {len(data['failover_scripts'])} failover scripts"
+    print_items_table(title, data["failover_scripts"])
+    settings = data["failover_settings"] or {}
+    _table("failover settings", ["field", "value"], sorted(settings.items()))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    async def work(store: Store) -> tuple[Snapshot, Snapshot]:
+        return await store.snapshot_at(args.run_a), await store.snapshot_at(args.run_b)
+
+    before, after = _read(args, work)
+    if before.target != after.target:
+        raise QueryError(
+            f"diff: run {args.run_a} is of {before.target}, run {args.run_b} of {after.target}"
+        )
+    changes = diff(before, after).changes
+    out = [
+        {
+            "collection": c.collection,
+            "key": c.key,
+            "kind": c.kind,
+            "before": c.before,
+            "after": c.after,
+            "fields": [f.as_json() for f in c.fields],
+        }
+        for c in changes
+    ]
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+    rows = [(c.kind, c.collection, c.key, _fields_text(c.fields)) for c in changes]
+    title = f"{before.target}: run {args.run_a} -> run {args.run_b}: {len(rows)} change(s)"
+    _table(title, ["kind", "collection", "key", "fields"], rows)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    result = _read(args, lambda store: store.verify())
+    if result.ok:
+        print(f"verify: intact: {result.length} change records, chain head {result.head}")
+        return EXIT_OK
+    print(
+        f"verify: BROKEN at change record {result.first_bad}: {result.reason} "
+        f"({result.length} records checked)"
+    )
+    return EXIT_FAILED
+
+
+_CSV_COLUMNS = [
+    "id",
+    "run_id",
+    "target",
+    "collection",
+    "key",
+    "kind",
+    "at",
+    "before",
+    "after",
+    "fields",
+    "prev_hash",
+    "hash",
+]
+
+
+async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[str, int, int]:
+    head, length = await store.chain_head()
+    filters = {"target": args.target, "since": args.since, "until": args.until}
+    writer = csv.DictWriter(out, fieldnames=_CSV_COLUMNS) if args.format == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    else:
+        header = {
+            "exported_at": iso(utcnow()),
+            "chain": {"head": head, "length": length},
+            "filters": {k: iso(v) if isinstance(v, datetime) else v for k, v in filters.items()},
+        }
+        out.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "changes": [\n')
+    count = 0
+    after_id: int | None = None
+    while True:
+        batch = await store.changes(**filters, limit=1000, after_id=after_id)
+        for record in batch:
+            data = record.as_json()
+            if writer is not None:
+                for key in ("before", "after", "fields"):
+                    data[key] = json.dumps(data[key], ensure_ascii=False, sort_keys=True)
+                writer.writerow(data)
+            else:
+                out.write((",\n" if count else "") + json.dumps(data, ensure_ascii=False))
+            count += 1
+        if len(batch) < 1000:
+            break
+        after_id = batch[-1].id
+    if writer is None:
+        out.write("\n]}\n")
+    return head, length, count
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            head, length, count = _read(args, lambda store: _export(store, args, out))
+    else:
+        head, length, count = _read(args, lambda store: _export(store, args, sys.stdout))
+    print(
+        f"export: {count} change record(s); chain head {head} ({length} records in all)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 # -- the parser --------------------------------------------------------------------------
 
 
@@ -327,6 +579,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
     sub.set_defaults(handler=cmd_once)
+
+    def record_options(sub: argparse.ArgumentParser, *, limit: bool = True) -> None:
+        sub.add_argument("--target", metavar="NAME", help="only this target")
+        sub.add_argument("--since", type=parse_when, metavar="WHEN", help="ISO time or age (7d)")
+        sub.add_argument("--until", type=parse_when, metavar="WHEN", help="ISO time or age")
+        if limit:
+            sub.add_argument(
+                "--limit",
+                type=_non_negative,
+                default=100,
+                metavar="N",
+                help="newest N records (default 100; 0 = all)",
+            )
+            sub.add_argument("--json", action="store_true", help="JSON output")
+
+    sub = commands.add_parser("runs", help="the audit runs")
+    record_options(sub)
+    sub.set_defaults(handler=cmd_runs)
+    sub = commands.add_parser("history", help="the change history")
+    record_options(sub)
+    sub.set_defaults(handler=cmd_history)
+    sub = commands.add_parser("alerts", help="the alerts raised")
+    record_options(sub)
+    sub.set_defaults(handler=cmd_alerts)
+
+    sub = commands.add_parser("show", help="the scripts and settings recorded at a run")
+    sub.add_argument("--target", metavar="NAME", help="the target's last complete run")
+    sub.add_argument("--run", type=_non_negative, metavar="ID", help="a complete run")
+    sub.add_argument("--json", action="store_true", help="JSON output")
+    sub.set_defaults(handler=cmd_show)
+
+    sub = commands.add_parser("diff", help="the changes between two complete runs")
+    sub.add_argument("run_a", type=_non_negative, metavar="A", help="the earlier run id")
+    sub.add_argument("run_b", type=_non_negative, metavar="B", help="the later run id")
+    sub.add_argument("--json", action="store_true", help="JSON output")
+    sub.set_defaults(handler=cmd_diff)
+
+    sub = commands.add_parser("verify", help="check the history's hash chain")
+    sub.set_defaults(handler=cmd_verify)
+
+    sub = commands.add_parser("export", help="the change history as compliance evidence")
+    sub.add_argument("--format", choices=("json", "csv"), default="json")
+    sub.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    record_options(sub, limit=False)
+    sub.set_defaults(handler=cmd_export)
 
     return parser
 
