@@ -33,7 +33,7 @@ from auditor.model import (
     utcnow,
 )
 from auditor.store import RunOutcome, Store
-from auditor.xapi import XapiClient
+from auditor.xapi import TokenCache, XapiClient
 
 log = structlog.get_logger("auditor.audit")
 
@@ -202,6 +202,41 @@ async def audit_target(
         error=error,
         alerts=tuple(alerts),
     )
+
+
+async def audit_many(
+    settings: Settings,
+    store: Store,
+    targets: Sequence[TargetSettings],
+    *,
+    on_alert: AlertCallback | None = None,
+    on_done: Callable[[AuditResult], None] | None = None,
+    tokens: TokenCache | None = None,
+) -> list[AuditResult]:
+    """Audit ``targets`` concurrently, at most ``audit.max_concurrent`` at once.
+
+    Each target gets its own client (one connection pool); all share one token cache, so
+    two targets naming the same PBX and client id still log in once.
+    """
+    tokens = tokens if tokens is not None else TokenCache()
+    limit = asyncio.Semaphore(settings.audit.max_concurrent)
+    policy = policy_of(settings)
+
+    async def one(target: TargetSettings) -> AuditResult:
+        async with limit, XapiClient(target, tokens=tokens) as client:
+            result = await audit_target(
+                target,
+                store,
+                client,
+                policy=policy,
+                deadline=settings.audit.timeout,
+                on_alert=on_alert,
+            )
+        if on_done is not None:
+            on_done(result)
+        return result
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
 def _baseline_changes(current: Snapshot) -> list[Change]:

@@ -10,18 +10,21 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from auditor import __version__
-from auditor.audit import AuditResult, audit_target, policy_of
-from auditor.config import Loaded, TargetSettings, load_settings, parse_duration
+from auditor.audit import AuditResult, audit_many
+from auditor.config import Loaded, load_settings, parse_duration
 from auditor.diff import diff
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
 from auditor.logs import alert_logger
@@ -37,7 +40,7 @@ from auditor.model import (
     utcnow,
 )
 from auditor.store import Store
-from auditor.xapi import TokenCache, XapiClient
+from auditor.xapi import XapiClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -223,42 +226,26 @@ async def audit_targets(
     on_alert: Callable[[Alert], None],
     progress: bool = False,
 ) -> list[AuditResult]:
-    """Audit the named targets (all when none) concurrently, bounded by max_concurrent."""
+    """Audit the named targets (all when none), with a progress bar on a terminal."""
     settings = loaded.settings
     targets = [settings.target(n) for n in names] if names else list(settings.targets)
     if not targets:
         raise ConfigError(["config: targets: no [[targets]] configured"])
     store = await open_store(loaded)
-    tokens = TokenCache()
-    limit = asyncio.Semaphore(settings.audit.max_concurrent)
-    policy = policy_of(settings)
-
-    async def one(target: TargetSettings) -> AuditResult:
-        async with limit, XapiClient(target, tokens=tokens) as client:
-            return await audit_target(
-                target,
-                store,
-                client,
-                policy=policy,
-                deadline=settings.audit.timeout,
-                on_alert=on_alert,
-            )
-
     try:
         if not progress:
-            return list(await asyncio.gather(*(one(t) for t in targets)))
+            return await audit_many(settings, store, targets, on_alert=on_alert)
         from rich.progress import Progress
 
         with Progress(transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task("auditing", total=len(targets))
-
-            async def counted(target: TargetSettings) -> AuditResult:
-                try:
-                    return await one(target)
-                finally:
-                    bar.advance(task)
-
-            return list(await asyncio.gather(*(counted(t) for t in targets)))
+            return await audit_many(
+                settings,
+                store,
+                targets,
+                on_alert=on_alert,
+                on_done=lambda _result: bar.advance(task),
+            )
     finally:
         await store.close()
 
@@ -514,6 +501,89 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- simulate / demo ---------------------------------------------------------------------
+
+
+def _pbx_spec(text: str) -> tuple[str, int]:
+    name, _, count = text.partition(":")
+    try:
+        return name, int(count) if count else 20
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be NAME or NAME:SCRIPTS (got {text!r})") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from auditor.simulator import Pbx, Simulator, run
+
+    specs = args.pbx or [("pbx", 20)]
+    secret = os.environ.get(args.secret_env) if args.secret_env else None
+    sim = Simulator(
+        [
+            Pbx(
+                name,
+                scripts=count,
+                seed=args.seed + index,
+                states=args.states,
+                client_id=args.client_id,
+                client_secret=secret or "secret",
+            )
+            for index, (name, count) in enumerate(specs)
+        ]
+    )
+
+    def ready(base: str) -> None:
+        print(f"simulator: serving {len(specs)} PBX(s) at {base}", file=sys.stderr)
+        for name, count in specs:
+            print(f"  {name}: {base}/{name} ({count} scripts)", file=sys.stderr)
+        where = f"${args.secret_env}" if secret else "the word 'secret'"
+        print(
+            f"  client_id {args.client_id!r}; the client secret is {where}; "
+            f"control API at {base}/_sim",
+            file=sys.stderr,
+        )
+
+    run(sim, args.host, args.port, ready=ready)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from auditor.demo import run_demo
+
+    configure_logs("error", "console")
+    console = Console()
+    colours = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+    def step(number: int, title: str) -> None:
+        console.rule(f"[bold]{number}. {title}")
+
+    def alert(item: Alert) -> None:
+        colour = "green" if item.status == "resolved" else colours.get(item.severity, "white")
+        console.print(
+            f"  [{colour}]{item.status:8} {item.kind:24}[/] {item.message}", highlight=False
+        )
+
+    def result(item: AuditResult) -> None:
+        console.print(f"  [dim]{_summary(item)}[/]", highlight=False)
+
+    with tempfile.TemporaryDirectory(prefix="3cx-auditor-demo-") as tmp:
+        workdir = Path(args.keep) if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        summary = asyncio.run(
+            run_demo(workdir, on_step=step, on_alert=alert, on_result=result, pause=args.pause)
+        )
+        console.rule("[bold]Recorded")
+        alerts = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.alerts.items()))
+        console.print(f"  runs: {summary.runs}; changes in the history: {summary.changes}")
+        console.print(f"  alerts: {alerts}")
+        state = "intact" if summary.verify.ok else f"BROKEN at {summary.verify.first_bad}"
+        console.print(f"  hash chain: {state}, head {summary.verify.head[:16]}...")
+        if args.keep:
+            console.print(
+                f"  kept in {workdir}: try  3cx-auditor --config {workdir / 'auditor.toml'} history"
+            )
+    return EXIT_OK if summary.verify.ok else EXIT_FAILED
+
+
 # -- the parser --------------------------------------------------------------------------
 
 
@@ -563,6 +633,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--all", action="store_true", help="page through every script")
     sub.add_argument("--json", action="store_true", help="JSON output")
     sub.set_defaults(handler=cmd_scripts)
+
+    sub = commands.add_parser("simulate", help="serve the built-in 3CX XAPI simulator")
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sub.add_argument("--port", type=_non_negative, default=8080, help="port (default 8080)")
+    sub.add_argument(
+        "--pbx",
+        action="append",
+        type=_pbx_spec,
+        metavar="NAME[:SCRIPTS]",
+        help="a simulated PBX (repeatable; default pbx:20)",
+    )
+    sub.add_argument("--states", action="store_true", help="items carry a State field")
+    sub.add_argument("--seed", type=_non_negative, default=0, help="data seed")
+    sub.add_argument("--client-id", default="auditor", help="the accepted client id")
+    sub.add_argument(
+        "--secret-env",
+        metavar="VAR",
+        help="take the accepted client secret from this environment variable "
+        "(default: the word 'secret')",
+    )
+    sub.set_defaults(handler=cmd_simulate)
+
+    sub = commands.add_parser(
+        "demo", help="simulator + auditor on a temporary SQLite: the whole flow in one command"
+    )
+    sub.add_argument(
+        "--pause", type=float, default=1.5, metavar="SECONDS", help="pause between audits"
+    )
+    sub.add_argument("--keep", metavar="DIR", help="keep the database and config in DIR")
+    sub.set_defaults(handler=cmd_demo)
 
     sub = commands.add_parser("db", help="database maintenance")
     db = sub.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
