@@ -1,0 +1,29 @@
+"""The audit record: SQLAlchemy tables, migrations and the :class:`Store` repository."""
+
+from auditor.store.engine import display_url, driver_url
+from auditor.store.records import (
+    AlertDraft,
+    AlertState,
+    ChangeRecord,
+    RunOutcome,
+    TargetRow,
+    VerifyResult,
+    change_hash,
+)
+from auditor.store.repository import Store
+from auditor.store.schema import GENESIS_HASH, metadata
+
+__all__ = [
+    "GENESIS_HASH",
+    "AlertDraft",
+    "AlertState",
+    "ChangeRecord",
+    "RunOutcome",
+    "Store",
+    "TargetRow",
+    "VerifyResult",
+    "change_hash",
+    "display_url",
+    "driver_url",
+    "metadata",
+]

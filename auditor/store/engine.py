@@ -1,0 +1,203 @@
+"""Reaching the database: driver URLs, engine set-up, error translation, migrations.
+
+Users write ``sqlite:///path`` or ``postgresql://user@host/db``; the async drivers
+(aiosqlite, asyncpg) are picked here. SQLite connections run in WAL mode with a busy
+timeout and foreign keys on, and take the write lock up front (``BEGIN IMMEDIATE``) on the
+write engine, so that two writers queue instead of failing half-way with "database is
+locked". Every foreign error becomes one :class:`~auditor.errors.StoreError` line that names
+the database by its URL with the password hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from auditor.errors import StoreError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+# The key of the PostgreSQL advisory lock that serialises migrations across replicas.
+MIGRATION_LOCK_ID = 0x3C_A0D1_7042
+WRITE_OPTION = "auditor_write"
+SCRIPT_LOCATION = "auditor:migrations"
+
+_FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    OSError,
+    TimeoutError,
+    sqlite3.Error,
+    CommandError,
+)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        # The message of ArgumentError repeats the URL, password included.
+        raise StoreError(
+            "database URL is not valid: expected sqlite:///path or postgresql://user@host/db"
+        ) from None
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown: the password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<invalid database URL>"
+
+
+def driver_url(url: str) -> URL:
+    """Map a user's URL to the async driver's: sqlite -> aiosqlite, postgres(ql) -> asyncpg."""
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+            raise StoreError(
+                "database URL names an in-memory SQLite database: use a file (sqlite:///path)"
+            )
+        # Checked here because a failed aiosqlite connect leaves its worker thread to
+        # report to an event loop that may be gone by then.
+        folder = Path(database).expanduser().parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"database {display_url(url)}: cannot connect: directory {folder} does not exist"
+            )
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise StoreError(
+        f"database URL scheme {backend!r} is not supported: use sqlite:///path "
+        "or postgresql://user@host/db"
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take BEGIN away from the driver so that the "begin" hook below decides its kind.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # A deferred transaction that later writes can fail at once with SQLITE_BUSY (WAL
+    # snapshot too old); taking the write lock at BEGIN makes writers wait their turn.
+    if connection.get_execution_options().get(WRITE_OPTION, False):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: URL, *, pool_size: int = 5, single_use: bool = False) -> AsyncEngine:
+    """An async engine for ``url`` (already a driver URL) with this project's set-up.
+
+    Use ``engine.execution_options(auditor_write=True)`` (:data:`WRITE_OPTION`) for
+    transactions that write; on PostgreSQL the option does nothing.
+    """
+    options: dict[str, Any] = {}
+    if single_use:
+        options["poolclass"] = NullPool
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, **options)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    if not single_use:
+        options.update(pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(url, connect_args={"timeout": PG_CONNECT_TIMEOUT_S}, **options)
+
+
+_CLASS_PREFIX = re.compile(r"^<class '[\w.]+'>: ")
+
+
+def _reason(exc: BaseException) -> str:
+    base: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        base = exc.orig
+    lines = [line.strip() for line in str(base).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(base).__name__
+    return _CLASS_PREFIX.sub("", lines[0])
+
+
+@contextmanager
+def translate_errors(action: str, where: str, secret: str | None = None) -> Iterator[None]:
+    """Turn a driver or SQLAlchemy error into ``StoreError("database <where>: <action>: ...")``."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except _FOREIGN_ERRORS as exc:
+        message = f"database {where}: {action}: {_reason(exc)}"
+        if secret and secret in message:
+            message = message.replace(secret, "***")
+            raise StoreError(message) from None
+        raise StoreError(message) from exc
+
+
+def migration_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    return config
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(migration_config()).get_heads())
+
+
+def current_revisions(connection: Connection) -> set[str]:
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+# Alembic keeps its running context in module globals (alembic.context, alembic.op), so two
+# migrations in one process must never interleave; across processes the database serialises
+# them (PostgreSQL advisory lock in env.py, BEGIN IMMEDIATE on SQLite).
+_MIGRATING = threading.Lock()
+
+
+def upgrade_blocking(url: URL) -> str:
+    """Migrate the database at ``url`` to head; meant for a worker thread. Returns the revision."""
+    with _MIGRATING:
+        return asyncio.run(_upgrade(url))
+
+
+async def _upgrade(url: URL) -> str:
+    engine = create_engine(url, single_use=True)
+    try:
+        async with engine.execution_options(**{WRITE_OPTION: True}).connect() as connection:
+            await connection.run_sync(_upgrade_sync)
+            revisions = await connection.run_sync(current_revisions)
+    finally:
+        await engine.dispose()
+    return ",".join(sorted(revisions))
+
+
+def _upgrade_sync(connection: Connection) -> None:
+    config = migration_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

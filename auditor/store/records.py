@@ -1,0 +1,165 @@
+"""What goes into and comes out of the store, beside the shared values of :mod:`auditor.model`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from auditor.model import (
+    JSON,
+    AlertStatus,
+    Change,
+    ChangeKind,
+    FieldChange,
+    RunStatus,
+    Severity,
+    canonical_json,
+    iso,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDraft:
+    """An alert event to record; the store gives it its id, target name and run."""
+
+    fingerprint: str
+    kind: str
+    severity: Severity
+    status: AlertStatus
+    collection: str | None
+    key: str | None
+    at: datetime
+    message: str
+    fields: tuple[FieldChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """The lifecycle state of one alert fingerprint (one row per fingerprint)."""
+
+    fingerprint: str
+    kind: str
+    collection: str | None
+    key: str | None
+    status: AlertStatus
+    severity: Severity
+    first_seen: datetime
+    last_seen: datetime
+    last_notified: datetime | None
+    resolved_at: datetime | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """Everything one finished run writes, committed in one transaction by ``commit_run``.
+
+    ``changes`` are versioned and chained only when ``status`` is ``"ok"``: an incomplete
+    or failed run never touches the record of contents. ``events`` and ``alert_states``
+    are written whatever the status (a failed run can fire ``audit.failed``); each event
+    gets one outbox row per name in ``sinks``.
+    """
+
+    run_id: int
+    target_id: int
+    status: RunStatus
+    finished_at: datetime
+    pages: int | None = None
+    items: int | None = None
+    reported_count: int | None = None
+    error: str | None = None
+    suppressed: int = 0
+    changes: Sequence[Change] = ()
+    events: Sequence[AlertDraft] = ()
+    alert_states: Sequence[AlertState] = ()
+    sinks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One recorded change: a link of the history hash chain."""
+
+    id: int
+    run_id: int
+    target: str
+    collection: str
+    key: str
+    kind: ChangeKind
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    fields: tuple[FieldChange, ...]
+    at: datetime
+    hash: str
+    prev_hash: str
+
+    def as_json(self) -> JSON:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "target": self.target,
+            "collection": self.collection,
+            "key": self.key,
+            "kind": self.kind,
+            "before": self.before,
+            "after": self.after,
+            "fields": [f.as_json() for f in self.fields],
+            "at": iso(self.at),
+            "hash": self.hash,
+            "prev_hash": self.prev_hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    id: int
+    name: str
+    url: str
+    next_run_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    last_complete_run_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The outcome of walking the hash chain; ``first_bad`` names the first broken record."""
+
+    ok: bool
+    length: int
+    head: str
+    first_bad: int | None = None
+    reason: str | None = None
+
+
+def change_hash(
+    prev_hash: str,
+    *,
+    id: int,
+    run_id: int,
+    target: str,
+    collection: str,
+    key: str,
+    kind: str,
+    before: Any,
+    after: Any,
+    fields: Any,
+    at: datetime,
+) -> str:
+    """``sha256(prev_hash + canonical_json(record))``: the link of one change in the chain."""
+    record = {
+        "id": id,
+        "run_id": run_id,
+        "target": target,
+        "collection": collection,
+        "key": key,
+        "kind": kind,
+        "before": before,
+        "after": after,
+        "fields": fields,
+        "at": iso(at),
+    }
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()

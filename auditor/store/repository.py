@@ -1,0 +1,847 @@
+"""The repository: every read and write of the audit record goes through :class:`Store`.
+
+Cost grows with changes, not with runs. Item contents live in ``versions``, one row per
+stretch of runs in which an item kept one content: ``first_run_id`` is the complete run
+where it appeared, ``last_run_id`` stays NULL while it is current and becomes the last
+complete run that still had it once it is changed or removed. An item is therefore present
+at complete run ``R`` when ``first_run_id <= R`` and ``last_run_id`` is NULL or ``>= R``
+(run ids only grow). A run that changes nothing writes its ``runs`` row and nothing per item.
+
+Each change is also a link of one global hash chain (``changes`` ordered by id, the head in
+the one-row ``chain`` table): appending locks the head row, so concurrent writers, replicas
+included, extend one line and never fork it. A change's id is its 1-based position in the
+chain, assigned under that lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
+from itertools import islice
+from types import TracebackType
+from typing import Any, Self, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from auditor.errors import StoreError
+from auditor.model import (
+    Alert,
+    AlertStatus,
+    Change,
+    ChangeKind,
+    FieldChange,
+    Item,
+    Run,
+    RunStatus,
+    Severity,
+    Snapshot,
+    content_hash,
+    utcnow,
+)
+from auditor.store.engine import (
+    WRITE_OPTION,
+    create_engine,
+    current_revisions,
+    display_url,
+    driver_url,
+    head_revisions,
+    translate_errors,
+    upgrade_blocking,
+)
+from auditor.store.records import (
+    AlertState,
+    ChangeRecord,
+    RunOutcome,
+    TargetRow,
+    VerifyResult,
+    change_hash,
+)
+from auditor.store.schema import (
+    GENESIS_HASH,
+    alert_events,
+    alerts,
+    chain,
+    changes,
+    outbox,
+    runs,
+    targets,
+    versions,
+)
+
+BATCH = 1000
+VERIFY_BATCH = 1000
+
+
+def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    # The canonical JSON of a value survives the trip through the database unchanged (a
+    # tuple comes back a list, and both encode alike), so the hash made here is the hash
+    # verify() recomputes from what it reads.
+    return None if value is None else dict(value)
+
+
+def _batched(values: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    """``values`` in lists of at most ``size`` (itertools.batched is Python 3.12+)."""
+    iterator = iter(values)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _fields(raw: Any) -> tuple[FieldChange, ...]:
+    return tuple(FieldChange(f["field"], f.get("old"), f.get("new")) for f in raw or ())
+
+
+class Store:
+    """The audit record in one SQLite file or one PostgreSQL database.
+
+    Open with ``await Store.open(url)``; ``close()`` is idempotent and the store refuses
+    work afterwards. Every method raises :class:`~auditor.errors.StoreError` (one line, the
+    URL without its password) for anything the database or its driver refused.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, url: str) -> None:
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        self._url = url
+        self._secret = driver_url(url).password
+        self._closed = False
+        self.url_for_display: str = display_url(url)
+        self.dialect: str = engine.dialect.name
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 5) -> Store:
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``) and check it answers."""
+        engine = create_engine(driver_url(url), pool_size=pool_size)
+        store = cls(engine, url=url)
+        try:
+            with store._errors("cannot connect"):
+                async with engine.connect() as conn:
+                    await conn.exec_driver_sql("SELECT 1")
+        except StoreError:
+            await engine.dispose()
+            raise
+        return store
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        with translate_errors(action, self.url_for_display, self._secret):
+            yield
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"database {self.url_for_display}: the store is closed")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        self._check_open()
+        async with self._engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        self._check_open()
+        async with self._write_engine.begin() as conn:
+            yield conn
+
+    def _insert(self, table: Any) -> postgresql.Insert | sqlite.Insert:
+        # The two dialects spell "insert or update" the same way, from different modules.
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def upgrade(self) -> str:
+        """Migrate to the newest schema; returns the revision now current."""
+        self._check_open()
+        with self._errors("migration failed"):
+            return await asyncio.to_thread(upgrade_blocking, driver_url(self._url))
+
+    async def at_head(self) -> bool:
+        with self._errors("cannot read the schema revision"):
+            async with self._read() as conn:
+                current = await conn.run_sync(current_revisions)
+            return current == head_revisions()
+
+    # -- targets and runs -----------------------------------------------------------------
+
+    async def ensure_target(self, name: str, url: str) -> int:
+        """Create the target ``name`` or update its URL; returns its id."""
+        with self._errors(f"cannot save target {name}"):
+            async with self._write() as conn:
+                ins = self._insert(targets).values(name=name, url=url, created_at=utcnow())
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[targets.c.name], set_={"url": ins.excluded.url}
+                ).returning(targets.c.id)
+                return int((await conn.execute(stmt)).scalar_one())
+
+    async def targets(self) -> list[TargetRow]:
+        with self._errors("cannot read targets"):
+            async with self._read() as conn:
+                rows = (await conn.execute(select(targets).order_by(targets.c.name))).all()
+        return [
+            TargetRow(
+                id=r.id,
+                name=r.name,
+                url=r.url,
+                next_run_at=r.next_run_at,
+                lease_owner=r.lease_owner,
+                lease_until=r.lease_until,
+                last_complete_run_id=r.last_complete_run_id,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    async def begin_run(self, target_id: int, started_at: datetime) -> int:
+        """Record a run as ``running``; returns its id."""
+        with self._errors(f"cannot start a run of target {target_id}"):
+            async with self._write() as conn:
+                stmt = (
+                    insert(runs)
+                    .values(target_id=target_id, started_at=started_at, status="running")
+                    .returning(runs.c.id)
+                )
+                return int((await conn.execute(stmt)).scalar_one())
+
+    async def mark_interrupted(self, target_id: int | None = None) -> int:
+        """Mark runs left ``running`` (by a crash) as failed; returns how many.
+
+        With replicas, call it with the ``target_id`` of a target this process holds the
+        lease of: without one it would also end the runs other replicas are doing now.
+        """
+        stmt = update(runs).where(runs.c.status == "running")
+        if target_id is not None:
+            stmt = stmt.where(runs.c.target_id == target_id)
+        stmt = stmt.values(status="failed", finished_at=utcnow(), error="interrupted")
+        with self._errors("cannot mark interrupted runs"):
+            async with self._write() as conn:
+                return int((await conn.execute(stmt)).rowcount)
+
+    async def recent_statuses(self, target_id: int, limit: int) -> list[str]:
+        """Statuses of the target's last ``limit`` finished runs, newest first."""
+        stmt = (
+            select(runs.c.status)
+            .where(runs.c.target_id == target_id, runs.c.status != "running")
+            .order_by(runs.c.id.desc())
+            .limit(limit)
+        )
+        with self._errors("cannot read runs"):
+            async with self._read() as conn:
+                return list((await conn.execute(stmt)).scalars())
+
+    async def run(self, run_id: int) -> Run | None:
+        stmt = (
+            select(runs, targets.c.name.label("target"))
+            .join(targets, targets.c.id == runs.c.target_id)
+            .where(runs.c.id == run_id)
+        )
+        with self._errors(f"cannot read run {run_id}"):
+            async with self._read() as conn:
+                row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else _run(row)
+
+    async def runs(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Run]:
+        """Runs in id order (``newest_first`` reverses it); ``since`` <= started_at < ``until``."""
+        stmt = select(runs, targets.c.name.label("target")).join(
+            targets, targets.c.id == runs.c.target_id
+        )
+        stmt = _window(
+            stmt,
+            runs.c.id,
+            runs.c.started_at,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+        )
+        with self._errors("cannot read runs"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return [_run(r) for r in rows]
+
+    # -- contents -------------------------------------------------------------------------
+
+    async def current_snapshot(self, target_id: int) -> tuple[int | None, Snapshot]:
+        """The target's last complete run id (None before its baseline) and its items."""
+        with self._errors("cannot read the current snapshot"):
+            async with self._read() as conn:
+                head = (
+                    await conn.execute(
+                        select(targets.c.name, targets.c.last_complete_run_id).where(
+                            targets.c.id == target_id
+                        )
+                    )
+                ).one_or_none()
+                if head is None:
+                    raise StoreError(f"database {self.url_for_display}: no target {target_id}")
+                items = await _items(conn, versions.c.last_run_id.is_(None), target_id)
+        return head.last_complete_run_id, Snapshot.of(head.name, items)
+
+    async def snapshot_at(self, run_id: int) -> Snapshot:
+        """The items present at complete run ``run_id``; StoreError for any other run."""
+        with self._errors(f"cannot read the snapshot of run {run_id}"):
+            async with self._read() as conn:
+                row = (
+                    await conn.execute(
+                        select(runs.c.target_id, runs.c.status, targets.c.name)
+                        .join(targets, targets.c.id == runs.c.target_id)
+                        .where(runs.c.id == run_id)
+                    )
+                ).one_or_none()
+                if row is None:
+                    raise StoreError(f"database {self.url_for_display}: no run {run_id}")
+                if row.status != "ok":
+                    raise StoreError(
+                        f"run {run_id} of {row.name} is {row.status}, not complete: "
+                        "it has no snapshot"
+                    )
+                present = and_(
+                    versions.c.first_run_id <= run_id,
+                    or_(versions.c.last_run_id.is_(None), versions.c.last_run_id >= run_id),
+                )
+                items = await _items(conn, present, row.target_id)
+        return Snapshot.of(row.name, items)
+
+    async def commit_run(self, outcome: RunOutcome) -> list[Alert]:
+        """Write everything a finished run produced, in one transaction.
+
+        Returns the recorded alert events (with their ids), in the order of
+        ``outcome.events``.
+        """
+        if outcome.status == "running":
+            raise StoreError(f"run {outcome.run_id}: cannot commit a run that is still running")
+        with self._errors(f"cannot record run {outcome.run_id}"):
+            async with self._write() as conn:
+                head = (
+                    await conn.execute(
+                        select(targets.c.name, targets.c.last_complete_run_id).where(
+                            targets.c.id == outcome.target_id
+                        )
+                    )
+                ).one_or_none()
+                if head is None:
+                    raise StoreError(
+                        f"database {self.url_for_display}: no target {outcome.target_id}"
+                    )
+                updated = await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == outcome.run_id, runs.c.target_id == outcome.target_id)
+                    .values(
+                        status=outcome.status,
+                        finished_at=outcome.finished_at,
+                        pages=outcome.pages,
+                        items=outcome.items,
+                        reported_count=outcome.reported_count,
+                        error=outcome.error,
+                        suppressed=outcome.suppressed,
+                    )
+                )
+                if updated.rowcount != 1:
+                    raise StoreError(f"run {outcome.run_id} of {head.name} does not exist")
+                if outcome.status == "ok":
+                    await self._record_contents(conn, outcome, head.name, head.last_complete_run_id)
+                    await conn.execute(
+                        update(targets)
+                        .where(targets.c.id == outcome.target_id)
+                        .values(last_complete_run_id=outcome.run_id)
+                    )
+                return await self._record_alerts(conn, outcome, head.name)
+
+    async def _record_contents(
+        self, conn: AsyncConnection, outcome: RunOutcome, target: str, previous: int | None
+    ) -> None:
+        if not outcome.changes:
+            return
+        closing: list[dict[str, Any]] = []
+        opening: list[dict[str, Any]] = []
+        for change in outcome.changes:
+            if change.kind in ("changed", "removed"):
+                if previous is None:
+                    raise StoreError(
+                        f"run {outcome.run_id} of {target}: a {change.kind} change needs a "
+                        "previous complete run"
+                    )
+                closing.append(
+                    {
+                        "b_target": outcome.target_id,
+                        "b_collection": change.collection,
+                        "b_key": change.key,
+                        "b_last": previous,
+                    }
+                )
+            if change.kind in ("changed", "added"):
+                if change.after is None:
+                    raise StoreError(
+                        f"run {outcome.run_id} of {target}: the {change.kind} change of "
+                        f"{change.collection}/{change.key} has no content"
+                    )
+                body = dict(change.after)
+                opening.append(
+                    {
+                        "target_id": outcome.target_id,
+                        "collection": change.collection,
+                        "key": change.key,
+                        "hash": content_hash(body),
+                        "body": body,
+                        "first_run_id": outcome.run_id,
+                        "last_run_id": None,
+                    }
+                )
+        close = (
+            update(versions)
+            .where(
+                versions.c.target_id == bindparam("b_target"),
+                versions.c.collection == bindparam("b_collection"),
+                versions.c.key == bindparam("b_key"),
+                versions.c.last_run_id.is_(None),
+            )
+            .values(last_run_id=bindparam("b_last"))
+        )
+        for batch in _batched(closing, BATCH):
+            await conn.execute(close, batch)
+        for batch in _batched(opening, BATCH):
+            await conn.execute(insert(versions), batch)
+        await self._append_to_chain(conn, outcome, target, outcome.changes)
+
+    async def _append_to_chain(
+        self, conn: AsyncConnection, outcome: RunOutcome, target: str, items: Sequence[Change]
+    ) -> None:
+        # The row lock (PostgreSQL) or the write lock taken at BEGIN (SQLite) makes this
+        # read-modify-write of the head atomic across processes.
+        head = (
+            await conn.execute(
+                select(chain.c.head, chain.c.length).where(chain.c.id == 1).with_for_update()
+            )
+        ).one_or_none()
+        if head is None:
+            raise StoreError(
+                f"database {self.url_for_display}: the history chain has no head row "
+                "(run 'db upgrade')"
+            )
+        prev: str = head.head
+        length: int = head.length
+        rows: list[dict[str, Any]] = []
+        for change in items:
+            length += 1
+            before, after = _plain(change.before), _plain(change.after)
+            fields = [f.as_json() for f in change.fields]
+            digest = change_hash(
+                prev,
+                id=length,
+                run_id=outcome.run_id,
+                target=target,
+                collection=change.collection,
+                key=change.key,
+                kind=change.kind,
+                before=before,
+                after=after,
+                fields=fields,
+                at=outcome.finished_at,
+            )
+            rows.append(
+                {
+                    "id": length,
+                    "run_id": outcome.run_id,
+                    "target_id": outcome.target_id,
+                    "collection": change.collection,
+                    "key": change.key,
+                    "kind": change.kind,
+                    "before": before,
+                    "after": after,
+                    "fields": fields,
+                    "at": outcome.finished_at,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            prev = digest
+        for batch in _batched(rows, BATCH):
+            await conn.execute(insert(changes), batch)
+        await conn.execute(update(chain).where(chain.c.id == 1).values(head=prev, length=length))
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    async def _record_alerts(
+        self, conn: AsyncConnection, outcome: RunOutcome, target: str
+    ) -> list[Alert]:
+        recorded: list[Alert] = []
+        if outcome.events:
+            rows = [
+                {
+                    "fingerprint": e.fingerprint,
+                    "kind": e.kind,
+                    "severity": e.severity,
+                    "status": e.status,
+                    "target_id": outcome.target_id,
+                    "collection": e.collection,
+                    "key": e.key,
+                    "run_id": outcome.run_id,
+                    "at": e.at,
+                    "message": e.message,
+                    "fields": [f.as_json() for f in e.fields],
+                }
+                for e in outcome.events
+            ]
+            result = await conn.execute(
+                insert(alert_events).returning(alert_events.c.id, sort_by_parameter_order=True),
+                rows,
+            )
+            ids = [int(i) for i in result.scalars()]
+            recorded = [
+                Alert(
+                    id=event_id,
+                    fingerprint=e.fingerprint,
+                    kind=e.kind,
+                    severity=e.severity,
+                    status=e.status,
+                    target=target,
+                    collection=e.collection,
+                    key=e.key,
+                    run_id=outcome.run_id,
+                    at=e.at,
+                    message=e.message,
+                    fields=e.fields,
+                )
+                for event_id, e in zip(ids, outcome.events, strict=True)
+            ]
+            if outcome.sinks:
+                now = utcnow()
+                deliveries = [
+                    {"event_id": event_id, "sink": sink, "attempts": 0, "next_attempt_at": now}
+                    for event_id in ids
+                    for sink in outcome.sinks
+                ]
+                for batch in _batched(deliveries, BATCH):
+                    await conn.execute(insert(outbox), batch)
+        if outcome.alert_states:
+            states = [
+                {
+                    "fingerprint": s.fingerprint,
+                    "target_id": outcome.target_id,
+                    "kind": s.kind,
+                    "collection": s.collection,
+                    "key": s.key,
+                    "status": s.status,
+                    "severity": s.severity,
+                    "first_seen": s.first_seen,
+                    "last_seen": s.last_seen,
+                    "last_notified": s.last_notified,
+                    "resolved_at": s.resolved_at,
+                    "message": s.message,
+                }
+                for s in outcome.alert_states
+            ]
+            ins = self._insert(alerts)
+            upsert = ins.on_conflict_do_update(
+                index_elements=[alerts.c.fingerprint],
+                set_={
+                    name: ins.excluded[name]
+                    for name in states[0]
+                    if name not in ("fingerprint", "target_id")
+                },
+            )
+            await conn.execute(upsert, states)
+        return recorded
+
+    async def alert_states(self, target_id: int) -> dict[str, AlertState]:
+        """The lifecycle state of every alert fingerprint of the target."""
+        stmt = select(alerts).where(alerts.c.target_id == target_id)
+        with self._errors("cannot read alert states"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return {
+            r.fingerprint: AlertState(
+                fingerprint=r.fingerprint,
+                kind=r.kind,
+                collection=r.collection,
+                key=r.key,
+                status=cast(AlertStatus, r.status),
+                severity=cast(Severity, r.severity),
+                first_seen=r.first_seen,
+                last_seen=r.last_seen,
+                last_notified=r.last_notified,
+                resolved_at=r.resolved_at,
+                message=r.message,
+            )
+            for r in rows
+        }
+
+    async def alert_events(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Alert]:
+        """Alert events in id order (``newest_first`` reverses it); ``since`` <= at < ``until``."""
+        stmt = select(alert_events, targets.c.name.label("target")).join(
+            targets, targets.c.id == alert_events.c.target_id
+        )
+        stmt = _window(
+            stmt,
+            alert_events.c.id,
+            alert_events.c.at,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+        )
+        with self._errors("cannot read alerts"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return [
+            Alert(
+                id=r.id,
+                fingerprint=r.fingerprint,
+                kind=r.kind,
+                severity=cast(Severity, r.severity),
+                status=cast(AlertStatus, r.status),
+                target=r.target,
+                collection=r.collection,
+                key=r.key,
+                run_id=r.run_id,
+                at=r.at,
+                message=r.message,
+                fields=_fields(r.fields),
+            )
+            for r in rows
+        ]
+
+    # -- history --------------------------------------------------------------------------
+
+    async def changes(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+        run_id: int | None = None,
+    ) -> list[ChangeRecord]:
+        """Recorded changes in chain order (``newest_first`` reverses it)."""
+        stmt = select(changes, targets.c.name.label("target")).join(
+            targets, targets.c.id == changes.c.target_id
+        )
+        if run_id is not None:
+            stmt = stmt.where(changes.c.run_id == run_id)
+        stmt = _window(
+            stmt,
+            changes.c.id,
+            changes.c.at,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+        )
+        with self._errors("cannot read the history"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return [
+            ChangeRecord(
+                id=r.id,
+                run_id=r.run_id,
+                target=r.target,
+                collection=r.collection,
+                key=r.key,
+                kind=cast(ChangeKind, r.kind),
+                before=r.before,
+                after=r.after,
+                fields=_fields(r.fields),
+                at=r.at,
+                hash=r.hash,
+                prev_hash=r.prev_hash,
+            )
+            for r in rows
+        ]
+
+    async def chain_head(self) -> tuple[str, int]:
+        """The hash of the newest change (64 zeros when there is none) and the chain length."""
+        with self._errors("cannot read the chain head"):
+            async with self._read() as conn:
+                row = (
+                    await conn.execute(select(chain.c.head, chain.c.length).where(chain.c.id == 1))
+                ).one_or_none()
+        if row is None:
+            raise StoreError(f"database {self.url_for_display}: the history chain has no head row")
+        return row.head, row.length
+
+    async def verify(self, *, batch: int = VERIFY_BATCH) -> VerifyResult:
+        """Walk the whole chain (``batch`` records at a time) and recompute every link."""
+        with self._errors("cannot verify the history"):
+            self._check_open()
+            async with self._engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    # One snapshot for the whole walk, so that appends made meanwhile by
+                    # other writers cannot look like records missing from the head.
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                return await _walk(conn, batch)
+
+
+async def _walk(conn: AsyncConnection, batch: int) -> VerifyResult:
+    head_row = (
+        await conn.execute(select(chain.c.head, chain.c.length).where(chain.c.id == 1))
+    ).one_or_none()
+    if head_row is None:
+        return VerifyResult(False, 0, "", None, "the chain has no head row")
+    head: str = head_row.head
+    length: int = head_row.length
+    names = {r.id: r.name for r in await conn.execute(select(targets.c.id, targets.c.name))}
+
+    def broken(record: int | None, reason: str) -> VerifyResult:
+        return VerifyResult(False, length, head, record, reason)
+
+    prev = GENESIS_HASH
+    expected = 1
+    while True:
+        rows = (
+            await conn.execute(
+                select(changes).where(changes.c.id >= expected).order_by(changes.c.id).limit(batch)
+            )
+        ).all()
+        if not rows:
+            break
+        for r in rows:
+            if r.id != expected:
+                return broken(expected, f"record {expected} is missing")
+            if r.prev_hash != prev:
+                return broken(r.id, f"record {r.id} does not link to record {r.id - 1}")
+            recomputed = change_hash(
+                prev,
+                id=r.id,
+                run_id=r.run_id,
+                target=names.get(r.target_id, ""),
+                collection=r.collection,
+                key=r.key,
+                kind=r.kind,
+                before=r.before,
+                after=r.after,
+                fields=r.fields,
+                at=r.at,
+            )
+            if recomputed != r.hash:
+                return broken(r.id, f"record {r.id} does not match its hash")
+            prev = r.hash
+            expected += 1
+    count = expected - 1
+    earlier = (
+        await conn.execute(select(func.count()).select_from(changes).where(changes.c.id < 1))
+    ).scalar_one()
+    if earlier:
+        return broken(None, f"{earlier} record(s) with ids below 1 are not part of the chain")
+    if count < length:
+        return broken(count + 1, f"record {count + 1} is missing (the head counts {length})")
+    if count > length:
+        return broken(length + 1, f"record {length + 1} is beyond the head ({length} records)")
+    if prev != head:
+        return broken(count or None, "the chain head does not match the last record")
+    return VerifyResult(True, length, head)
+
+
+def _window(
+    stmt: Select[Any],
+    id_column: ColumnElement[int],
+    time_column: ColumnElement[datetime],
+    *,
+    target: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int | None,
+    after_id: int | None,
+    before_id: int | None,
+    newest_first: bool,
+) -> Select[Any]:
+    if target is not None:
+        stmt = stmt.where(targets.c.name == target)
+    if since is not None:
+        stmt = stmt.where(time_column >= since)
+    if until is not None:
+        stmt = stmt.where(time_column < until)
+    if after_id is not None:
+        stmt = stmt.where(id_column > after_id)
+    if before_id is not None:
+        stmt = stmt.where(id_column < before_id)
+    stmt = stmt.order_by(id_column.desc() if newest_first else id_column.asc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt
+
+
+def _run(r: Row[Any]) -> Run:
+    return Run(
+        id=r.id,
+        target=r.target,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        status=cast(RunStatus, r.status),
+        items=r.items,
+        pages=r.pages,
+        error=r.error,
+    )
+
+
+async def _items(conn: AsyncConnection, present: ColumnElement[bool], target_id: int) -> list[Item]:
+    stmt = select(versions.c.collection, versions.c.key, versions.c.body, versions.c.hash).where(
+        versions.c.target_id == target_id, present
+    )
+    result = await conn.execute(stmt)
+    return [Item(r.collection, r.key, cast(Mapping[str, Any], r.body), r.hash) for r in result]
