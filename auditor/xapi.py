@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import random
 import re
 import ssl
 import time
@@ -37,7 +38,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 from yarl import URL
 
@@ -113,10 +113,12 @@ class TokenCache:
 
     Share one cache between every client of a process that may talk to the same PBX with
     the same client id: a second, independent login would invalidate the first's token.
+    A refused login is not repeated by the clients that were waiting for it.
     """
 
     _tokens: dict[tuple[str, str], _Token] = field(default_factory=dict)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _refusals: dict[tuple[str, str], tuple[int, AuthError]] = field(default_factory=dict)
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -136,6 +138,19 @@ class TokenCache:
         token = self._tokens.get(key)
         if token is not None and token.value == value:
             del self._tokens[key]
+
+    def refusals(self, key: tuple[str, str]) -> int:
+        """How many logins the PBX has refused for ``key`` so far."""
+        refusal = self._refusals.get(key)
+        return refusal[0] if refusal is not None else 0
+
+    def refuse(self, key: tuple[str, str], error: AuthError) -> None:
+        self._refusals[key] = (self.refusals(key) + 1, error)
+
+    def refused_since(self, key: tuple[str, str], seen: int) -> AuthError | None:
+        """The last refusal, when there was one after ``refusals(key)`` returned ``seen``."""
+        refusal = self._refusals.get(key)
+        return refusal[1] if refusal is not None and refusal[0] > seen else None
 
 
 class _Retryable(Exception):
@@ -276,9 +291,10 @@ class XapiClient:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
                 return min(exc.retry_after, self._max_retry_after)
-            return wait_exponential_jitter(initial=self._backoff_initial, max=self._backoff_max)(
-                state
-            )
+            # Exponential backoff with up to a second of jitter, computed here: tenacity's
+            # wait_exponential_jitter renamed its `initial` within the versions allowed.
+            backoff = self._backoff_initial * 2.0 ** min(state.attempt_number - 1, 32)
+            return min(backoff + random.uniform(0.0, 1.0), self._backoff_max)
 
         def before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
@@ -311,11 +327,21 @@ class XapiClient:
         token = self._tokens.get(self._token_key)
         if token is not None:
             return token
+        refusals = self._tokens.refusals(self._token_key)
         async with self._tokens.lock(self._token_key):
             token = self._tokens.get(self._token_key)
             if token is not None:
                 return token
-            return await self._with_retries(self._login_once, "login")
+            refused = self._tokens.refused_since(self._token_key, refusals)
+            if refused is not None:
+                # The login this one waited for was refused: trying the same credentials
+                # again would only be one more failed login for the PBX to block us for.
+                raise AuthError(refused.detail, target=self.name, status=refused.status)
+            try:
+                return await self._with_retries(self._login_once, "login")
+            except AuthError as exc:
+                self._tokens.refuse(self._token_key, exc)
+                raise
 
     async def _login_once(self) -> str:
         session = self._ensure_session()
@@ -332,7 +358,7 @@ class XapiClient:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retryable(self._transport_error(exc, "login", None)) from None
+            raise self._transport_failure(exc, "login", None) from None
         if status in RETRY_STATUSES:
             error = UnavailableError(
                 f"login answered HTTP {status}", target=self.name, status=status
@@ -356,6 +382,14 @@ class XapiClient:
         self.stats.logins += 1
         self._log.info("xapi.login", expires_in=lifetime)
         return token
+
+    def _transport_failure(self, exc: BaseException, what: str, page: int | None) -> Exception:
+        """The error for a failed exchange, wrapped as retryable unless retrying cannot help."""
+        error = self._transport_error(exc, what, page)
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            # A certificate that fails verification fails the same way on every attempt.
+            return error
+        return _Retryable(error)
 
     def _transport_error(self, exc: BaseException, what: str, page: int | None) -> SourceError:
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
@@ -422,7 +456,7 @@ class XapiClient:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retryable(self._transport_error(exc, what, page)) from None
+            raise self._transport_failure(exc, what, page) from None
         if status == 200:
             return self._json(body, what, page)
         message = self._scrub(_odata_message(body) or "")
