@@ -163,3 +163,19 @@ def change_hash(
         "at": iso(at),
     }
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTarget:
+    """A due target this process now holds the lease of, until ``lease_until``.
+
+    ``due`` is the ``next_run_at`` it was claimed for; ``interrupted_runs`` counts the runs
+    of it that an earlier holder left ``running`` and the claim marked failed.
+    """
+
+    id: int
+    name: str
+    url: str
+    due: datetime
+    lease_until: datetime
+    interrupted_runs: int = 0

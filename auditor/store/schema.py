@@ -108,6 +108,8 @@ targets = Table(
         nullable=True,
     ),
     Column("created_at", UTCDateTime, nullable=False),
+    # False once the target left the configuration: its record stays, it is not scheduled.
+    Column("active", Boolean, nullable=False, server_default=text("true")),
 )
 
 runs = Table(
