@@ -1,11 +1,11 @@
 """Reaching the database: driver URLs, engine set-up, error translation, migrations.
 
 Users write ``sqlite:///path`` or ``postgresql://user@host/db``; the async drivers
-(aiosqlite, asyncpg) are picked here. SQLite connections run in WAL mode with a busy
-timeout and foreign keys on, and take the write lock up front (``BEGIN IMMEDIATE``) on the
-write engine, so that two writers queue instead of failing half-way with "database is
-locked". Every foreign error becomes one :class:`~auditor.errors.StoreError` line that names
-the database by its URL with the password hidden.
+(aiosqlite, asyncpg) are picked here. SQLite connections run in WAL mode (``synchronous =
+NORMAL``) with a busy timeout and foreign keys on, and take the write lock up front (``BEGIN
+IMMEDIATE``) on the write engine, so that two writers queue instead of failing half-way with
+"database is locked". Every foreign error becomes one :class:`~auditor.errors.StoreError`
+line that names the database by its URL with the password hidden.
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: the database stays
+        # consistent after a crash or power loss, which may only undo the last commits (an
+        # audit that is then done again). FULL cost one fsync per run (~4 ms, serialised
+        # under the write lock), which made a fleet's audit cycle wait on the disk.
+        cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
 
