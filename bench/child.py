@@ -1,0 +1,170 @@
+"""One measurement in a fresh process: ``python -m bench.child JOB_JSON``.
+
+A job is ``{"mode": "floor" | "audit", "base", "pbxs": [[name, scripts], ...],
+"concurrency", "cycles", "database" (audit only), "expect": "baseline" | "steady"}``.
+The process runs ``cycles`` cycles, checks that each did the whole job, and prints one JSON
+line ``{"times": [seconds, ...], "rss_kb": peak resident set, "requests": per cycle}``.
+
+The floor is what no auditor can beat: the same requests as an audit (one login per PBX,
+every page with the same ``$top``/``$skip``/``$count=true``, the settings), one connection
+pool per PBX as the auditor keeps, at most ``concurrency`` PBXs at once; each answer is
+parsed (paging needs ``@odata.count`` and the page length) and then dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from auditor.simulator import SCRIPTS_PATH, SETTINGS_PATH, TOKEN_PATH, pbx_url
+
+PAGE_SIZE = 100
+CLIENT_SECRET = "secret"
+
+
+class JobError(Exception):
+    """A cycle did not do what the job says (an audit failed, items are missing ...)."""
+
+
+def peak_rss_kb() -> int:
+    # Linux reports ru_maxrss in KiB.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+# -- the floor ------------------------------------------------------------------------------
+
+
+async def _floor_one(url: str, expected: int) -> int:
+    """One PBX the bare way; returns the number of requests made."""
+    connector = aiohttp.TCPConnector(limit=4)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        form = {
+            "client_id": "auditor",
+            "client_secret": CLIENT_SECRET,
+            "grant_type": "client_credentials",
+        }
+        async with session.post(url + TOKEN_PATH, data=form) as response:
+            token = json.loads(await response.read())["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        requests, skip = 1, 0
+        while True:
+            query = f"$top={PAGE_SIZE}&$skip={skip}&$count=true"
+            page = URL(f"{url}{SCRIPTS_PATH}?{query}", encoded=True)
+            async with session.get(page, headers=headers) as response:
+                data = json.loads(await response.read())
+            requests += 1
+            value = data["value"]
+            if not value:
+                break
+            skip += len(value)
+            if skip >= data["@odata.count"]:
+                break
+        async with session.get(url + SETTINGS_PATH, headers=headers) as response:
+            json.loads(await response.read())
+        requests += 1
+    if skip != expected:
+        raise JobError(f"floor: {url} listed {skip} scripts, expected {expected}")
+    return requests
+
+
+async def floor_cycle(base: str, pbxs: Sequence[tuple[str, int]], concurrency: int) -> int:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(name: str, scripts: int) -> int:
+        async with limit:
+            return await _floor_one(pbx_url(base, name), scripts)
+
+    return sum(await asyncio.gather(*(one(name, scripts) for name, scripts in pbxs)))
+
+
+async def run_floor(job: dict[str, Any]) -> dict[str, Any]:
+    pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
+    times: list[float] = []
+    requests = 0
+    for _ in range(int(job["cycles"])):
+        started = time.perf_counter()
+        requests = await floor_cycle(job["base"], pbxs, int(job["concurrency"]))
+        times.append(time.perf_counter() - started)
+    return {"times": times, "requests": requests}
+
+
+# -- the auditor ----------------------------------------------------------------------------
+
+
+async def run_audit(job: dict[str, Any]) -> dict[str, Any]:
+    # Imported here so that the floor's process carries none of the auditor's modules.
+    from auditor.audit import audit_many
+    from auditor.config import Settings, TargetSettings
+    from auditor.logs import configure
+    from auditor.store import Store
+
+    configure("warning", "json")
+    pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
+    expected = dict(pbxs)
+    settings = Settings(
+        database={"url": job["database"]},
+        audit={"max_concurrent": int(job["concurrency"])},
+        targets=tuple(
+            TargetSettings(
+                name=name,
+                url=pbx_url(job["base"], name),
+                client_id="auditor",
+                client_secret=CLIENT_SECRET,
+                page_size=PAGE_SIZE,
+            )
+            for name, _ in pbxs
+        ),
+    )
+    baseline = job["expect"] == "baseline"
+    times: list[float] = []
+    requests = 0
+    store = await Store.open(settings.database.url)
+    try:
+        for _ in range(int(job["cycles"])):
+            started = time.perf_counter()
+            results = await audit_many(settings, store, settings.targets)
+            times.append(time.perf_counter() - started)
+            requests = 0
+            for result in results:
+                if not result.ok or result.items != expected[result.target]:
+                    raise JobError(
+                        f"audit of {result.target}: {result.status}, {result.items} items "
+                        f"(expected {expected[result.target]}): {result.error}"
+                    )
+                if result.baseline != baseline or (not baseline and result.changes):
+                    raise JobError(
+                        f"audit of {result.target}: baseline={result.baseline}, "
+                        f"{result.changes} changes; the job expects a {job['expect']} run"
+                    )
+                requests += 2 + (result.pages or 0)
+    finally:
+        await store.close()
+    return {"times": times, "requests": requests}
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m bench.child JOB_JSON", file=sys.stderr)
+        return 2
+    job = json.loads(argv[0])
+    runner = run_floor if job["mode"] == "floor" else run_audit
+    try:
+        result = asyncio.run(runner(job))
+    except JobError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    result["rss_kb"] = peak_rss_kb()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

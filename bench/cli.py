@@ -1,0 +1,396 @@
+"""``python -m bench [--quick] [--only sqlite|postgresql] [--reps N] [--json]``.
+
+For each scenario and database: the floor (``reps`` cycles in one process), ``reps``
+baseline cycles (each on a fresh database, each in a fresh process), then ``reps`` no-change
+cycles in one fresh process on the last baseline's database. Times are medians; peak RSS is
+the largest of the processes; database growth is per PBX and per cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import make_url
+
+from auditor.config import AuditSettings
+from bench.db import Databases, Size, pg_server_url, pg_unreachable
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("sqlite", "postgresql")
+
+# The targets of the issue this benchmark was written for.
+MAX_RATIO_SQLITE = 1.5
+MAX_RSS_MB_BIG = 200.0
+MAX_BYTES_PER_PBX = 2048.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    pbxs: tuple[tuple[str, int], ...]
+
+    @property
+    def label(self) -> str:
+        scripts = {s for _, s in self.pbxs}
+        each = f"{scripts.pop():,}" if len(scripts) == 1 else "mixed"
+        return f"{len(self.pbxs)} PBX x {each} scripts"
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    fleet, per_pbx, big = (4, 20, 500) if quick else (200, 20, 20_000)
+    return [
+        Scenario("fleet", tuple((f"fleet-{n:04d}", per_pbx) for n in range(1, fleet + 1))),
+        Scenario("big", (("big", big),)),
+    ]
+
+
+@dataclass
+class Measure:
+    """One kind of cycle of one scenario on one database."""
+
+    times: list[float] = field(default_factory=list)
+    rss_kb: int = 0
+    requests: int = 0
+    # Database growth per PBX and cycle: bytes the files took, bytes in use inside them.
+    alloc_per_pbx: float | None = None
+    used_per_pbx: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.times.extend(float(t) for t in result["times"])
+        self.rss_kb = max(self.rss_kb, int(result["rss_kb"]))
+        self.requests = int(result["requests"])
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    database: str
+    floor: Measure
+    baseline: Measure
+    steady: Measure
+
+    def as_json(self) -> dict[str, Any]:
+        def part(m: Measure, ratio: bool = True) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "seconds": round(m.seconds, 4),
+                "times": [round(t, 4) for t in m.times],
+                "peak_rss_mb": round(m.rss_kb / 1024, 1),
+                "requests": m.requests,
+            }
+            if ratio:
+                out["ratio"] = round(m.seconds / self.floor.seconds, 3)
+                out["db_alloc_bytes_per_pbx"] = _round(m.alloc_per_pbx)
+                out["db_used_bytes_per_pbx"] = _round(m.used_per_pbx)
+            return out
+
+        return {
+            "scenario": self.scenario.key,
+            "label": self.scenario.label,
+            "pbxs": len(self.scenario.pbxs),
+            "scripts": sum(s for _, s in self.scenario.pbxs),
+            "database": self.database,
+            "floor": part(self.floor, ratio=False),
+            "baseline": part(self.baseline),
+            "no_change": part(self.steady),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+class ChildFailed(Exception):
+    pass
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.child", json.dumps(job)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise ChildFailed(f"{job['mode']} ({job.get('expect', '')}) failed:\n{tail}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@contextmanager
+def simulator(pbxs: Sequence[tuple[str, int]]) -> Iterator[str]:
+    """The simulator in a process of its own; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.sim", json.dumps(list(pbxs))],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise ChildFailed("the simulator did not start")
+        yield str(json.loads(line)["base"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure(
+    scenario: Scenario,
+    dbs: Databases,
+    base: str,
+    *,
+    reps: int,
+    concurrency: int,
+    progress: bool,
+) -> Row:
+    pbxs = [list(p) for p in scenario.pbxs]
+    common = {"base": base, "pbxs": pbxs, "concurrency": concurrency}
+
+    def say(what: str) -> None:
+        if progress:
+            print(f"bench: {scenario.label}, {dbs.kind}: {what}", file=sys.stderr, flush=True)
+
+    say("floor")
+    floor = Measure()
+    floor.add(_child({**common, "mode": "floor", "cycles": reps}))
+
+    baseline = Measure()
+    grown: list[Size] = []
+    url = ""
+    for rep in range(reps):
+        say(f"baseline {rep + 1}/{reps}")
+        if url:
+            dbs.drop(url)
+        url = dbs.fresh()
+        before = dbs.size(url)
+        baseline.add(
+            _child({**common, "mode": "audit", "database": url, "cycles": 1, "expect": "baseline"})
+        )
+        grown.append(dbs.size(url) - before)
+    baseline.alloc_per_pbx = statistics.median(g.alloc for g in grown) / len(pbxs)
+    baseline.used_per_pbx = statistics.median(g.used for g in grown) / len(pbxs)
+
+    say(f"no-change x{reps}")
+    steady = Measure()
+    before = dbs.size(url)
+    steady.add(
+        _child({**common, "mode": "audit", "database": url, "cycles": reps, "expect": "steady"})
+    )
+    added = dbs.size(url) - before
+    steady.alloc_per_pbx = added.alloc / (reps * len(pbxs))
+    steady.used_per_pbx = added.used / (reps * len(pbxs))
+    dbs.drop(url)
+    return Row(scenario, dbs.kind, floor, baseline, steady)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _bytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _mb(kb: int) -> str:
+    return f"{kb / 1024:.0f} MiB"
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = (
+        "scenario",
+        "db",
+        "cycle",
+        "median",
+        "floor",
+        "ratio",
+        "peak RSS",
+        "DB +B/PBX alloc",
+        "used",
+    )
+    lines: list[tuple[str, ...]] = [head]
+    for row in rows:
+        for name, m in (("baseline", row.baseline), ("no-change", row.steady)):
+            lines.append(
+                (
+                    row.scenario.label,
+                    row.database,
+                    name,
+                    f"{m.seconds:.3f} s",
+                    f"{row.floor.seconds:.3f} s",
+                    f"{m.seconds / row.floor.seconds:.2f}",
+                    _mb(m.rss_kb),
+                    _bytes(m.alloc_per_pbx),
+                    _bytes(m.used_per_pbx),
+                )
+            )
+        floor_rss = _mb(row.floor.rss_kb)
+        lines.append((row.scenario.label, row.database, "floor", "", "", "", floor_rss, "", ""))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    right = {3, 4, 5, 6, 7, 8}
+    out = []
+    for line in lines:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(line)
+        ]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def check_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+    for row in rows:
+        where = f"{row.scenario.label}, {row.database}"
+        if row.database == "sqlite":
+            # The steady state: what the service does on every tick once it has a baseline.
+            ratio = row.steady.seconds / row.floor.seconds
+            checks.append(
+                {
+                    "what": f"ratio to floor, no-change, {where}",
+                    "value": round(ratio, 3),
+                    "limit": MAX_RATIO_SQLITE,
+                    "ok": ratio <= MAX_RATIO_SQLITE,
+                }
+            )
+        if row.scenario.key == "big":
+            for name, m in (("baseline", row.baseline), ("no-change", row.steady)):
+                mb = m.rss_kb / 1024
+                checks.append(
+                    {
+                        "what": f"peak RSS MiB, {name}, {where}",
+                        "value": round(mb, 1),
+                        "limit": MAX_RSS_MB_BIG,
+                        "ok": mb <= MAX_RSS_MB_BIG,
+                    }
+                )
+        # The bytes in use, not the pages: one cycle of one PBX rarely fills a page.
+        grown = row.steady.used_per_pbx or 0.0
+        checks.append(
+            {
+                "what": f"DB bytes used per PBX by a no-change cycle, {where}",
+                "value": round(grown, 1),
+                "limit": MAX_BYTES_PER_PBX,
+                "ok": grown < MAX_BYTES_PER_PBX,
+            }
+        )
+    return checks
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Time one audit cycle against a floor."
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", choices=BACKENDS, help="one database only")
+    parser.add_argument(
+        "--reps", type=int, metavar="N", help="repetitions per measure (default 5; --quick: 1)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        default=AuditSettings().max_concurrent,
+        help="audit.max_concurrent, for the audit and the floor (default: the config default)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args(argv)
+    if args.reps is None:
+        args.reps = 1 if args.quick else 5
+    if args.reps < 1 or args.concurrency < 1:
+        parser.error("--reps and --concurrency must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    chosen = [args.only] if args.only else list(BACKENDS)
+    notes: list[str] = []
+    if "postgresql" in chosen:
+        server = pg_server_url()
+        why = pg_unreachable(server)
+        if why is not None:
+            shown = make_url(server).render_as_string(hide_password=True)
+            notes.append(f"postgresql skipped: {shown} unreachable ({why})")
+            chosen.remove("postgresql")
+    plan = scenarios(args.quick)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="3cx-auditor-bench-") as tmp,
+            simulator([p for s in plan for p in s.pbxs]) as base,
+        ):
+            for kind in chosen:
+                dbs = Databases(kind, Path(tmp))
+                try:
+                    for scenario in plan:
+                        rows.append(
+                            measure(
+                                scenario,
+                                dbs,
+                                base,
+                                reps=args.reps,
+                                concurrency=args.concurrency,
+                                progress=not args.json,
+                            )
+                        )
+                finally:
+                    dbs.close()
+    except ChildFailed as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    checks = check_targets(rows)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "quick": args.quick,
+                    "reps": args.reps,
+                    "concurrency": args.concurrency,
+                    "python": sys.version.split()[0],
+                    "elapsed_s": round(elapsed, 1),
+                    "notes": notes,
+                    "results": [r.as_json() for r in rows],
+                    "targets": checks,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"One audit cycle, median of {args.reps}; floor = the same requests from a bare aiohttp "
+        f"loop; concurrency {args.concurrency}; {elapsed:.0f} s in all."
+    )
+    print(table(rows))
+    for note in notes:
+        print(f"note: {note}")
+    for check in checks:
+        verdict = "ok" if check["ok"] else "MISSED"
+        print(f"target {verdict:6} {check['what']}: {check['value']} (limit {check['limit']})")
+    return 0
