@@ -125,6 +125,21 @@ class TargetRow:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetHealth:
+    """How the fleet stands, for the gauges of ``/metrics``.
+
+    ``oldest_complete_age_s``: seconds since the oldest of the targets' last complete runs
+    finished (a target without any complete run counts from when it was first recorded);
+    None when there is no target. ``disconnected``: targets whose last ``disconnected_after``
+    finished runs all failed or were incomplete.
+    """
+
+    targets: int
+    oldest_complete_age_s: float | None
+    disconnected: int
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of walking the hash chain; ``first_bad`` names the first broken record."""
 

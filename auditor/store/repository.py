@@ -69,6 +69,7 @@ from auditor.store.records import (
     AlertState,
     ChangeRecord,
     ClaimedTarget,
+    FleetHealth,
     RunOutcome,
     TargetRow,
     VerifyResult,
@@ -741,6 +742,60 @@ class Store:
                     # other writers cannot look like records missing from the head.
                     await conn.execution_options(isolation_level="REPEATABLE READ")
                 return await _walk(conn, batch)
+
+    # -- fleet health (for /metrics) ------------------------------------------------------
+    # Kept apart at the end of the class: read-only, used by the daemon's gauges.
+
+    async def fleet_health(
+        self, disconnected_after: int, *, names: Collection[str] | None = None
+    ) -> FleetHealth:
+        """Targets, the age of the oldest last-complete run, and how many are disconnected.
+
+        ``names`` limits the figures to those targets (the configured ones: targets that
+        left the configuration keep their record but should not age the gauge forever).
+        One query, whatever the size of the fleet: per target it reads its last complete
+        run by primary key and at most ``disconnected_after`` of the runs after it.
+        """
+        if disconnected_after < 1:
+            raise ValueError("disconnected_after must be at least 1")
+        last = runs.alias("last_complete")
+        tail = runs.alias("tail")
+        # The runs after the last complete one can only have failed (or be running), so
+        # the target is disconnected exactly when the n-th finished one of them exists.
+        nth_failure = (
+            select(tail.c.id)
+            .where(
+                tail.c.target_id == targets.c.id,
+                tail.c.id > func.coalesce(targets.c.last_complete_run_id, 0),
+                tail.c.status != "running",
+            )
+            .order_by(tail.c.id)
+            .limit(1)
+            .offset(disconnected_after - 1)
+            .correlate(targets)
+            .scalar_subquery()
+        )
+        per_target = select(
+            func.coalesce(last.c.finished_at, targets.c.created_at).label("complete_at"),
+            nth_failure.label("nth_failure"),
+        ).select_from(targets.outerjoin(last, last.c.id == targets.c.last_complete_run_id))
+        if names is not None:
+            per_target = per_target.where(targets.c.name.in_(list(names)))
+        fleet = per_target.subquery()
+        stmt = select(
+            func.count(),
+            func.min(fleet.c.complete_at),
+            func.count(fleet.c.nth_failure),
+        ).select_from(fleet)
+        with self._errors("cannot read the fleet's health"):
+            async with self._read() as conn:
+                count, oldest, disconnected = (await conn.execute(stmt)).one()
+        age: float | None = None
+        if count:
+            age = max(0.0, (utcnow() - oldest).total_seconds())
+        return FleetHealth(
+            targets=int(count), oldest_complete_age_s=age, disconnected=int(disconnected)
+        )
 
     # -- scheduling and leases ------------------------------------------------------------
     # The daemon's schedule lives in the targets table: ``next_run_at`` per target, and a
