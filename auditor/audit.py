@@ -216,8 +216,11 @@ async def audit_many(
     """Audit ``targets`` concurrently, at most ``audit.max_concurrent`` at once.
 
     Each target gets its own client (one connection pool); all share one token cache, so
-    two targets naming the same PBX and client id still log in once.
+    two targets naming the same PBX and client id still log in once. A target named twice
+    is audited once: two concurrent runs of one target would both diff against the same
+    previous run and record every change twice.
     """
+    targets = list({t.name: t for t in targets}.values())
     tokens = tokens if tokens is not None else TokenCache()
     limit = asyncio.Semaphore(settings.audit.max_concurrent)
     policy = policy_of(settings)

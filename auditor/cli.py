@@ -369,7 +369,21 @@ async def _snapshot_of(
         if not rows or rows[0].last_complete_run_id is None:
             raise QueryError(f"show: {target} has no complete run yet")
         run_id = rows[0].last_complete_run_id
-    return run_id, await store.snapshot_at(run_id)
+    return run_id, await _complete_snapshot(store, run_id, "show")
+
+
+async def _complete_snapshot(store: Store, run_id: int, command: str) -> Snapshot:
+    # A run id that does not exist or names a failed run is the user's mistake (exit 2),
+    # not a database failure (exit 1), which is what the store's error would say.
+    run = await store.run(run_id)
+    if run is None:
+        raise QueryError(f"{command}: there is no run {run_id}")
+    if run.status != "ok":
+        raise QueryError(
+            f"{command}: run {run_id} of {run.target} is {run.status}, not complete: "
+            "it has no snapshot"
+        )
+    return await store.snapshot_at(run_id)
 
 
 def _snapshot_json(run_id: int, snapshot: Snapshot) -> dict[str, Any]:
@@ -398,7 +412,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     async def work(store: Store) -> tuple[Snapshot, Snapshot]:
-        return await store.snapshot_at(args.run_a), await store.snapshot_at(args.run_b)
+        return (
+            await _complete_snapshot(store, args.run_a, "diff"),
+            await _complete_snapshot(store, args.run_b, "diff"),
+        )
 
     before, after = _read(args, work)
     if before.target != after.target:
