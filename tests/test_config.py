@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from auditor.config import (
+    SINK_TYPES,
+    AlertmanagerSettings,
     AlertsSettings,
+    AppriseSettings,
     AuditSettings,
     DatabaseSettings,
     HttpSettings,
@@ -22,12 +25,14 @@ from auditor.config import (
     Settings,
     StateRule,
     TargetSettings,
+    WebhookSettings,
     format_duration,
     load_settings,
     normalise_url,
     parse_duration,
 )
 from auditor.errors import ConfigError
+from auditor.model import ALERT_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config.example.toml"
@@ -84,18 +89,25 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
         ("log", LogSettings),
         ("targets", TargetSettings),
         ("targets.state", StateRule),
+        ("alerts.webhook", WebhookSettings),
+        ("alerts.alertmanager", AlertmanagerSettings),
+        ("alerts.apprise", AppriseSettings),
     ],
 )
 def test_example_documents_every_key(section: str, model: type[Any]) -> None:
-    """Every key of every section appears in config.example.toml, set or commented out."""
+    """Every key of every section appears in config.example.toml, set or commented out
+    (an optional list such as a sink is shown commented out, header included)."""
     text = EXAMPLE.read_text()
-    header = f"[[{section}]]" if section == "targets" else f"[{section}]"
-    parts = re.split(rf"^{re.escape(header)}$", text, maxsplit=1, flags=re.MULTILINE)
+    lists = ("targets", *(f"alerts.{kind}" for kind in SINK_TYPES))
+    header = f"[[{section}]]" if section in lists else f"[{section}]"
+    parts = re.split(rf"^(?:#\s*)?{re.escape(header)}$", text, maxsplit=1, flags=re.MULTILINE)
     assert len(parts) == 2, f"section {header} missing from the example"
     body = parts[1]
-    body = re.split(r"^\[", body, flags=re.MULTILINE)[0]
+    body = re.split(r"^(?:#\s*)?\[", body, flags=re.MULTILINE)[0]
     documented = set(re.findall(r"^#?\s*([a-z_]+)\s*=", body, flags=re.MULTILINE))
     nested = {name for name, f in model.model_fields.items() if f.annotation is StateRule}
+    if model is AlertsSettings:
+        nested |= set(SINK_TYPES)  # each sink list is a section of its own, checked above
     missing = set(model.model_fields) - documented - nested
     assert not missing, f"[{section}] keys not documented in config.example.toml: {missing}"
     assert set(Settings.model_fields) <= set(re.findall(r"^\[\[?([a-z]+)", text, re.MULTILINE))
@@ -357,3 +369,138 @@ def test_usage_error_is_one_line() -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "invalid choice" in result.stderr
+
+
+WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes
+
+
+def test_sinks_names_keys_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", WEBHOOK_SECRET)
+    path = write(
+        tmp_path,
+        MINIMAL_TARGET
+        + """
+[alerts]
+delivery_retry_max = "30m"
+[[alerts.webhook]]
+url = "https://hooks.example.com/a?token=abc"
+secret_env = "HOOK_SECRET"
+[[alerts.webhook]]
+name = "ops"
+url = "https://hooks.example.com/b"
+secret_file = "hook.secret"
+min_severity = "critical"
+kinds = ["script.disconnected"]
+targets = ["pbx-hq"]
+[[alerts.alertmanager]]
+url = "http://127.0.0.1:9093"
+resend_every = "2m"
+[[alerts.apprise]]
+name = "chat"
+urls = ["json://127.0.0.1:8000/notify"]
+""",
+    )
+    (tmp_path / "hook.secret").write_text(WEBHOOK_SECRET + "\n")
+    monkeypatch.chdir(tmp_path)
+    alerts = load_settings(path).settings.alerts
+    assert [s.key for s in alerts.sinks] == [
+        "webhook:webhook-1",
+        "webhook:ops",
+        "alertmanager:alertmanager-1",
+        "apprise:chat",
+    ]
+    assert alerts.webhook[0].signing_key() == b"0123456789abcdef0123456789abcdef"
+    assert alerts.webhook[1].signing_key() == alerts.webhook[0].signing_key()
+    assert alerts.webhook[1].kinds == ("script.disconnected",)
+    assert alerts.alertmanager[0].resend_every == timedelta(minutes=2)
+    assert alerts.delivery_retry_max == timedelta(minutes=30)
+    assert "json://" not in repr(alerts.apprise[0])
+
+
+def test_sink_problems_are_one_line_each_and_show_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHORT_SECRET", "whsec_c2hvcnQ=")
+    path = write(
+        tmp_path,
+        MINIMAL_TARGET
+        + """
+[alerts]
+delivery_retry_min = "2h"
+[[alerts.webhook]]
+url = "https://hooks.example.com/a"
+secret = "not-a-standard-webhooks-secret"
+[[alerts.webhook]]
+url = "https://user:hunter2@hooks.example.com/b"
+secret_env = "SHORT_SECRET"
+kinds = ["script.gone"]
+[[alerts.webhook]]
+name = "x"
+url = "https://hooks.example.com/c"
+secret = "whsec_!!!"
+[[alerts.alertmanager]]
+name = "am"
+url = "http://127.0.0.1:9093"
+targets = ["pbx-nowhere"]
+[[alerts.apprise]]
+urls = ["nonsense-service://s3cr3t-token@example.com"]
+""",
+    )
+    problems = problems_of(path)
+    assert problems == [
+        "config: alerts.webhook[1].kinds: unknown alert kind 'script.gone' (known: "
+        + ", ".join(ALERT_KINDS)
+        + ")",
+        "config: alerts.webhook[1].url: must not contain credentials",
+    ]
+    assert all("hunter2" not in p for p in problems)
+
+    # Checks across a section come once its keys are valid ...
+    text = path.read_text()
+    path.write_text(text.replace("user:hunter2@", "").replace('kinds = ["script.gone"]', ""))
+    assert problems_of(path) == [
+        "config: alerts: delivery_retry_min must not be longer than delivery_retry_max"
+    ]
+    # ... and secrets and filters once the whole file is.
+    path.write_text(path.read_text().replace('delivery_retry_min = "2h"', ""))
+    problems = problems_of(path)
+    assert problems == [
+        "config: alerts.webhook[0].secret: must start with whsec_ (a Standard Webhooks secret)",
+        "config: alerts.webhook[1].secret_env: must be whsec_ followed by the base64 of 24 to "
+        "64 random bytes (got 5 bytes)",
+        "config: alerts.webhook[2].secret: must be whsec_ followed by base64",
+        "config: alerts.alertmanager[0].targets: no target named 'pbx-nowhere' (known: pbx-hq)",
+        "config: alerts.apprise[0].urls[0]: not a URL that Apprise understands",
+    ]
+    for secret in ("not-a-standard", "c2hvcnQ", "s3cr3t", "!!!"):
+        assert all(secret not in p for p in problems)
+
+
+def test_sink_names_are_unique_per_kind(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[alerts.alertmanager]]
+name = "am"
+url = "http://a.example.com"
+[[alerts.alertmanager]]
+name = "am"
+url = "http://b.example.com"
+[[alerts.apprise]]
+name = "am"
+urls = ["json://127.0.0.1/"]
+""",
+    )
+    assert problems_of(path) == ["config: alerts: alertmanager sink name 'am' is used twice"]
+
+
+def test_world_readable_file_with_inline_webhook_secret_warns(tmp_path: Path) -> None:
+    text = f"""
+[[alerts.webhook]]
+url = "https://hooks.example.com/a"
+secret = "{WEBHOOK_SECRET}"
+"""
+    loaded = load_settings(write(tmp_path, text, mode=0o644))
+    assert any("readable by other users" in w for w in loaded.warnings)
+    assert all(WEBHOOK_SECRET not in w for w in loaded.warnings)
+    assert not load_settings(write(tmp_path, text, "private.toml", mode=0o600)).warnings
