@@ -10,6 +10,7 @@ from typing import Any
 
 from auditor.model import (
     JSON,
+    Alert,
     AlertStatus,
     Change,
     ChangeKind,
@@ -60,7 +61,8 @@ class RunOutcome:
     ``changes`` are versioned and chained only when ``status`` is ``"ok"``: an incomplete
     or failed run never touches the record of contents. ``events`` and ``alert_states``
     are written whatever the status (a failed run can fire ``audit.failed``); each event
-    gets one outbox row per name in ``sinks``.
+    gets one outbox row per name in ``sinks``, or, when ``routes`` is given (one tuple per
+    event), one per name in its own tuple.
     """
 
     run_id: int
@@ -76,6 +78,11 @@ class RunOutcome:
     events: Sequence[AlertDraft] = ()
     alert_states: Sequence[AlertState] = ()
     sinks: tuple[str, ...] = ()
+    routes: Sequence[tuple[str, ...]] | None = None
+
+    def sinks_of(self, index: int) -> tuple[str, ...]:
+        """The sinks that event ``index`` is to be delivered to."""
+        return self.sinks if self.routes is None else self.routes[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +201,37 @@ class ClaimedTarget:
     due: datetime
     lease_until: datetime
     interrupted_runs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: the delivery of one alert event to one sink (``<type>:<name>``)."""
+
+    id: int
+    sink: str
+    alert: Alert
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime | None
+    delivered_at: datetime | None
+    dead: bool
+    last_error: str | None
+
+    @property
+    def status(self) -> str:
+        if self.delivered_at is not None:
+            return "delivered"
+        return "dead" if self.dead else "pending"
+
+    def as_json(self) -> JSON:
+        return {
+            "id": self.id,
+            "sink": self.sink,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at) if self.status == "pending" else None,
+            "created_at": iso(self.created_at) if self.created_at else None,
+            "delivered_at": iso(self.delivered_at) if self.delivered_at else None,
+            "last_error": self.last_error,
+            "alert": self.alert.as_json(),
+        }

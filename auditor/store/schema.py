@@ -213,6 +213,7 @@ alert_events = Table(
     _one_of("status", ALERT_STATUSES, "status"),
     Index("ix_alert_events_at", "at"),
     Index("ix_alert_events_target_id_id", "target_id", "id"),
+    Index("ix_alert_events_fingerprint", "fingerprint"),
 )
 
 outbox = Table(
@@ -226,5 +227,11 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("delivered_at", UTCDateTime, nullable=True),
     Column("dead", Boolean, nullable=False, server_default=text("false")),
+    # The deliverer working on the row, until when: one delivery at a time per row.
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    # NULL for rows enqueued before revision 0003.
+    Column("created_at", UTCDateTime, nullable=True),
     Index("ix_outbox_pending", "sink", "delivered_at", "next_attempt_at"),
+    Index("ix_outbox_event_id", "event_id"),
 )
