@@ -17,6 +17,7 @@ from datetime import timedelta
 import structlog
 
 from auditor.alerts.lifecycle import Observation, Policy, evaluate, failures_in_row
+from auditor.alerts.routing import Router
 from auditor.config import Settings, TargetSettings, format_duration
 from auditor.diff import diff, missing_scripts, unhealthy
 from auditor.errors import IncompleteListingError, SourceError
@@ -93,9 +94,14 @@ async def audit_target(
     policy: Policy,
     deadline: timedelta | None = None,
     sinks: Sequence[str] = (),
+    router: Router | None = None,
     on_alert: AlertCallback | None = None,
 ) -> AuditResult:
-    """Audit ``target`` once and record the run; never raises SourceError (it is recorded)."""
+    """Audit ``target`` once and record the run; never raises SourceError (it is recorded).
+
+    Each alert event is enqueued for the sinks named in ``sinks`` and those whose filter
+    in ``router`` (``Router.of(settings.alerts)``) matches it.
+    """
     bound = log.bind(target=target.name)
     target_id = await store.ensure_target(target.name, target.url)
     started = utcnow()
@@ -178,7 +184,10 @@ async def audit_target(
             changes=changes,
             events=events,
             alert_states=states,
-            sinks=tuple(sinks),
+            routes=[
+                tuple(dict.fromkeys((*sinks, *(router.route(target.name, e) if router else ()))))
+                for e in events
+            ],
         )
     )
     if status == "ok" and baseline:
@@ -224,6 +233,7 @@ async def audit_many(
     tokens = tokens if tokens is not None else TokenCache()
     limit = asyncio.Semaphore(settings.audit.max_concurrent)
     policy = policy_of(settings)
+    router = Router.of(settings.alerts)
 
     async def one(target: TargetSettings) -> AuditResult:
         async with limit, XapiClient(target, tokens=tokens) as client:
@@ -232,6 +242,7 @@ async def audit_many(
                 store,
                 client,
                 policy=policy,
+                router=router,
                 deadline=settings.audit.timeout,
                 on_alert=on_alert,
             )

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auditor import __version__
+from auditor.alerts.delivery import DeliveryReport, deliver_once, deliverer_name
 from auditor.audit import AuditResult, audit_many
 from auditor.config import Loaded, load_settings, parse_duration
 from auditor.diff import diff
@@ -225,8 +226,13 @@ async def audit_targets(
     *,
     on_alert: Callable[[Alert], None],
     progress: bool = False,
+    on_delivery: Callable[[DeliveryReport], None] | None = None,
 ) -> list[AuditResult]:
-    """Audit the named targets (all when none), with a progress bar on a terminal."""
+    """Audit the named targets (all when none), with a progress bar on a terminal.
+
+    With ``on_delivery``, one short delivery pass follows the audits; what it cannot
+    deliver stays in the outbox for the daemon or the next ``once``.
+    """
     settings = loaded.settings
     targets = [settings.target(n) for n in names] if names else list(settings.targets)
     if not targets:
@@ -234,31 +240,68 @@ async def audit_targets(
     store = await open_store(loaded)
     try:
         if not progress:
-            return await audit_many(settings, store, targets, on_alert=on_alert)
-        from rich.progress import Progress
+            results = await audit_many(settings, store, targets, on_alert=on_alert)
+        else:
+            from rich.progress import Progress
 
-        with Progress(transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task("auditing", total=len(targets))
-            return await audit_many(
-                settings,
-                store,
-                targets,
-                on_alert=on_alert,
-                on_done=lambda _result: bar.advance(task),
+            with Progress(transient=True, console=Console(stderr=True)) as bar:
+                task = bar.add_task("auditing", total=len(targets))
+                results = await audit_many(
+                    settings,
+                    store,
+                    targets,
+                    on_alert=on_alert,
+                    on_done=lambda _result: bar.advance(task),
+                )
+        if on_delivery is not None:
+            on_delivery(
+                await deliver_once(
+                    store,
+                    settings.alerts,
+                    owner=deliverer_name("once"),
+                    time_budget=ONCE_DELIVERY_BUDGET_S,
+                )
             )
+        return results
     finally:
         await store.close()
 
 
+# `once` gives its delivery pass this long to start deliveries (each one is bounded by its
+# sink's timeout); the rest waits in the outbox.
+ONCE_DELIVERY_BUDGET_S = 10.0
+
+
+def _delivery_summary(report: DeliveryReport) -> str | None:
+    if not report.attempted and not report.pending and not report.dead_total:
+        return None
+    line = (
+        f"delivery: {report.delivered} delivered, {report.pending} pending, "
+        f"{report.dead_total} dead"
+    )
+    if report.pending or report.dead_total:
+        line += " (see: alerts --undelivered)"
+    return line
+
+
 def cmd_once(args: argparse.Namespace) -> int:
     loaded = _load(args, require_targets=True)
+    reports: list[DeliveryReport] = []
     results = asyncio.run(
         audit_targets(
-            loaded, args.target or (), on_alert=alert_printer(), progress=sys.stderr.isatty()
+            loaded,
+            args.target or (),
+            on_alert=alert_printer(),
+            progress=sys.stderr.isatty(),
+            on_delivery=reports.append,
         )
     )
     for result in results:
         print(_summary(result), file=sys.stderr)
+    for report in reports:
+        line = _delivery_summary(report)
+        if line:
+            print(line, file=sys.stderr)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
@@ -348,7 +391,36 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_undelivered(args: argparse.Namespace) -> int:
+    found = _read(args, lambda store: store.undelivered())
+    found = [d for d in found if args.target is None or d.alert.target == args.target]
+    if args.limit:
+        found = found[-args.limit :]
+    if args.json:
+        print_json([d.as_json() for d in found])
+        return EXIT_OK
+    rows = [
+        (
+            d.id,
+            d.sink,
+            d.status,
+            d.attempts,
+            _short(d.next_attempt_at) if d.status == "pending" else "",
+            d.alert.id,
+            d.alert.target,
+            d.alert.kind,
+            d.last_error or "",
+        )
+        for d in found
+    ]
+    columns = ["id", "sink", "status", "attempts", "next (UTC)", "alert", "target", "kind", "error"]
+    _table("undelivered alerts", columns, rows)
+    return EXIT_OK
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
+    if args.undelivered:
+        return cmd_undelivered(args)
     found = _read(args, lambda store: store.alert_events(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
@@ -719,6 +791,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_history)
     sub = commands.add_parser("alerts", help="the alerts raised")
     record_options(sub)
+    sub.add_argument(
+        "--undelivered",
+        action="store_true",
+        help="the deliveries to sinks not done yet: pending (retried) and dead (refused)",
+    )
     sub.set_defaults(handler=cmd_alerts)
 
     sub = commands.add_parser("show", help="the scripts and settings recorded at a run")

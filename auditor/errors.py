@@ -88,8 +88,22 @@ class StoreError(AuditorError):
 
 
 class DeliveryError(AuditorError):
-    """An alert sink refused a delivery or could not be reached."""
+    """An alert sink refused a delivery or could not be reached.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        self.permanent = permanent
+    ``permanent``: retrying cannot help (the delivery is marked dead). ``retry_after``: the
+    seconds the sink asked to wait (HTTP ``Retry-After``). ``disable``: the endpoint is gone
+    for good (HTTP 410) and receives nothing more.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        disable: bool = False,
+    ) -> None:
+        self.permanent = permanent or disable
+        self.retry_after = retry_after
+        self.disable = disable
         super().__init__(message)

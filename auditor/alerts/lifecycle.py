@@ -56,6 +56,8 @@ RESOLVED_KIND = {
     "script.disconnected": "script.reconnected",
     "target.disconnected": "target.reconnected",
 }
+# A resolution's kind -> the kind of the condition it ends (kinds without one end themselves).
+FIRING_KIND = {resolved: firing for firing, resolved in RESOLVED_KIND.items()}
 SCRIPT_CONDITIONS = ("script.disconnected", "settings.script_missing")
 TARGET_CONDITIONS = ("target.disconnected", "audit.failed")
 _SHOWN_FIELDS = 3
@@ -271,6 +273,26 @@ def evaluate(
     return events, states
 
 
+def condition_kind(kind: str) -> str:
+    """The kind of the condition an event is about: ``script.reconnected`` ->
+    ``script.disconnected``; every other kind is its own."""
+    return FIRING_KIND.get(kind, kind)
+
+
+def is_state_kind(kind: str) -> bool:
+    """True for the kinds of state alerts and their resolutions, False for change alerts."""
+    return condition_kind(kind) in STATE_SEVERITY
+
+
+def condition_severity(kind: str, severity: Severity) -> Severity:
+    """The severity of the condition an event is about.
+
+    A resolution is recorded with severity ``info``; a sink that filters on severity must
+    still receive the resolution of every alert it received, so it filters on this.
+    """
+    return STATE_SEVERITY.get(condition_kind(kind), severity)
+
+
 def failures_in_row(statuses_newest_first: Collection[str]) -> int:
     """How many of the newest runs in a row did not complete."""
     count = 0
@@ -282,9 +304,13 @@ def failures_in_row(statuses_newest_first: Collection[str]) -> int:
 
 
 __all__ = [
+    "FIRING_KIND",
     "Observation",
     "Policy",
     "change_events",
+    "condition_kind",
+    "condition_severity",
     "evaluate",
     "failures_in_row",
+    "is_state_kind",
 ]
