@@ -630,3 +630,29 @@ def test_delivery_ids_are_stable() -> None:
 
     row = Delivery(7, "webhook:ops", alert, 3, utcnow(), None, None, False, None)
     assert delivery_id(row) == "msg_7_webhook-ops"
+
+
+async def test_a_lease_holds_a_row_until_it_runs_out_or_is_released(store: Store) -> None:
+    await record(store, [draft("a.sh"), draft("b.sh")], ["webhook:ops"])
+    await record(store, [draft("c.sh")], ["webhook:other"])
+    t0 = utcnow()
+    minute = timedelta(minutes=1)
+    first = await store.claim_outbox("crashed", t0, limit=10, lease_for=minute)
+    # One row per sink: each sink's head.
+    assert [(d.sink, d.alert.key) for d in first] == [
+        ("webhook:ops", "a.sh"),
+        ("webhook:other", "c.sh"),
+    ]
+    # Held, and holding back the rows behind it.
+    assert await store.claim_outbox("next", t0 + minute / 2, limit=10, lease_for=minute) == []
+    again = await store.claim_outbox("next", t0 + minute, limit=10, lease_for=minute)
+    assert [d.id for d in again] == [d.id for d in first]
+    assert await store.release_deliveries("someone-else") == 0
+    assert await store.release_deliveries() == 2
+    assert len(await store.claim_outbox("third", t0, limit=10, lease_for=minute)) == 2
+    assert await store.release_deliveries("third") == 2
+    # A settled row is settled once: a second mark finds nothing to change.
+    assert await store.mark_delivered(first[0].id)
+    assert not await store.mark_delivered(first[0].id)
+    (head, _other) = await store.claim_outbox("fourth", t0, limit=10, lease_for=minute)
+    assert head.alert.key == "b.sh"

@@ -41,9 +41,10 @@ from auditor.store import Delivery, Store
 
 log = structlog.get_logger("auditor.delivery")
 
-# Longer than any sink's timeout: a lease that runs out while its delivery is still in
-# flight would let a second deliverer send the same row.
-DEFAULT_LEASE = timedelta(minutes=5)
+# A lease outlives the slowest delivery it covers by this much: a lease that ran out while
+# its delivery is still in flight would let a second deliverer send the same row, and one
+# left by a crashed deliverer keeps its rows waiting only this long past that.
+LEASE_MARGIN = timedelta(seconds=30)
 DEFAULT_BATCH = 200
 
 
@@ -101,7 +102,7 @@ async def deliver_due(
     now: datetime | None = None,
     batch: int = DEFAULT_BATCH,
     retry: RetryPolicy | None = None,
-    lease_for: timedelta = DEFAULT_LEASE,
+    lease_for: timedelta | None = None,
     time_budget: float | None = None,
 ) -> DeliveryReport:
     """Deliver due outbox rows of ``sinks`` until none is due, ``batch`` were attempted, or
@@ -109,12 +110,15 @@ async def deliver_due(
 
     Sinks are served side by side, the rows of one sink one after the other. ``now`` fixes
     the clock that decides what is due (tests); by default it is the time of each claim.
-    Rows of sinks not in ``sinks`` (no longer configured) are left pending.
+    Rows of sinks not in ``sinks`` (no longer configured) are left pending. A claim holds
+    its row for ``lease_for``, by default twice the slowest sink's timeout plus a margin.
     """
     retry = retry or RetryPolicy()
     report = DeliveryReport()
     if not sinks:
         return report
+    if lease_for is None:
+        lease_for = 2 * max(sink.timeout for sink in sinks.values()) + LEASE_MARGIN
     stop_at = None if time_budget is None else time.monotonic() + time_budget
     # A sink that failed in this pass waits for its next attempt, even if that falls due
     # while the pass is still at work on the other sinks.
@@ -277,7 +281,7 @@ def deliverer_name(role: str) -> str:
 
 __all__ = [
     "DEFAULT_BATCH",
-    "DEFAULT_LEASE",
+    "LEASE_MARGIN",
     "DeliveryReport",
     "RetryPolicy",
     "deliver_due",

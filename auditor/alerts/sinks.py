@@ -67,6 +67,11 @@ class Sink(Protocol):
     @property
     def filter(self) -> SinkFilter: ...
 
+    @property
+    def timeout(self) -> timedelta:
+        """The longest one delivery may take."""
+        ...
+
     async def deliver(self, alert: JSON, *, delivery_id: str) -> None:
         """Deliver ``alert`` or raise DeliveryError; ``delivery_id`` is stable across retries."""
         ...
@@ -122,6 +127,10 @@ class _HttpSink:
     @property
     def filter(self) -> SinkFilter:
         return self._filter
+
+    @property
+    def timeout(self) -> timedelta:
+        return self._timeout
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -295,6 +304,10 @@ class AppriseSink:
     @property
     def filter(self) -> SinkFilter:
         return self._filter
+
+    @property
+    def timeout(self) -> timedelta:
+        return self._timeout
 
     def _client(self) -> Any:
         if self._apprise is None:

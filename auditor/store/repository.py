@@ -1142,13 +1142,18 @@ class Store:
             async with self._write() as conn:
                 return int((await conn.execute(stmt)).rowcount)
 
-    async def release_deliveries(self, owner: str) -> int:
-        """Give up the leases ``owner`` holds (on shutdown), without counting an attempt."""
-        stmt = (
-            update(outbox)
-            .where(outbox.c.lease_owner == owner, outbox.c.delivered_at.is_(None))
-            .values(lease_owner=None, lease_until=None)
+    async def release_deliveries(self, owner: str | None = None) -> int:
+        """Give up the leases ``owner`` holds (on shutdown), without counting an attempt.
+
+        Without an owner, every lease: for a process that knows it is the only deliverer
+        (SQLite, behind its file lock) and restarts after a crash.
+        """
+        stmt = update(outbox).where(
+            outbox.c.lease_owner.is_not(None), outbox.c.delivered_at.is_(None)
         )
+        if owner is not None:
+            stmt = stmt.where(outbox.c.lease_owner == owner)
+        stmt = stmt.values(lease_owner=None, lease_until=None)
         with self._errors("cannot release alert deliveries"):
             async with self._write() as conn:
                 return int((await conn.execute(stmt)).rowcount)
