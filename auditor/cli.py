@@ -28,7 +28,7 @@ from auditor.audit import AuditResult, audit_many
 from auditor.config import Loaded, load_settings, parse_duration
 from auditor.diff import diff
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
-from auditor.logs import alert_logger
+from auditor.logs import alert_printer
 from auditor.logs import configure as configure_logs
 from auditor.model import (
     SCRIPTS,
@@ -192,21 +192,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     revision = asyncio.run(upgrade())
     print(f"database: at revision {revision}", file=sys.stderr)
     return EXIT_OK
-
-
-_ALERT_LEVEL = {"info": "info", "warning": "warning", "critical": "critical"}
-
-
-def alert_printer(stream: TextIO | None = None) -> Callable[[Alert], None]:
-    """Alerts as JSON log lines: ``"alert": true``, ``event`` = the alert's kind."""
-    logger = alert_logger(stream)
-
-    def emit(alert: Alert) -> None:
-        getattr(logger, _ALERT_LEVEL.get(alert.severity, "info"))(
-            alert.kind, alert=True, **alert.as_json()
-        )
-
-    return emit
 
 
 def _summary(result: AuditResult) -> str:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from auditor.model import Alert
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -110,3 +113,21 @@ def alert_logger(stream: TextIO | None = None) -> Any:
         ],
         wrapper_class=structlog.BoundLogger,
     )
+
+
+_ALERT_LEVEL = {"info": "info", "warning": "warning", "critical": "critical"}
+
+
+def alert_printer(stream: TextIO | None = None) -> Callable[[Alert], None]:
+    """Alerts as JSON log lines: ``"alert": true``, ``event`` = the alert's kind.
+
+    The one way alerts are printed, by ``once`` and by the daemon alike.
+    """
+    logger = alert_logger(stream)
+
+    def emit(alert: Alert) -> None:
+        getattr(logger, _ALERT_LEVEL.get(alert.severity, "info"))(
+            alert.kind, alert=True, **alert.as_json()
+        )
+
+    return emit
