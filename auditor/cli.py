@@ -290,6 +290,19 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from auditor.errors import InUseError
+    from auditor.service import run_service
+
+    loaded = _load(args)
+    try:
+        asyncio.run(run_service(loaded, on_alert=alert_printer()))
+    except InUseError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 # -- reading the record ------------------------------------------------------------------
 
 
@@ -753,6 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
     sub.set_defaults(handler=cmd_once)
+
+    sub = commands.add_parser(
+        "run",
+        help="the daemon: audit on schedule until SIGTERM (health and metrics over HTTP)",
+    )
+    sub.set_defaults(handler=cmd_run)
 
     def record_options(sub: argparse.ArgumentParser, *, limit: bool = True) -> None:
         sub.add_argument("--target", metavar="NAME", help="only this target")

@@ -154,6 +154,8 @@ class ScheduleSettings(_Section):
     every: PositiveDuration | None = None
     cron: str | None = None
     jitter: Duration = timedelta(seconds=30)
+    # How often the daemon looks for due targets; sub-second values are for tests.
+    tick: PositiveDuration = timedelta(seconds=1)
 
     @field_validator("cron")
     @classmethod
@@ -344,6 +346,8 @@ class AlertsSettings(_Section):
 class AuditSettings(_Section):
     max_concurrent: Annotated[int, _between(1, 1000)] = 8
     timeout: PositiveDuration = timedelta(minutes=10)
+    # On SIGTERM, how long audits in flight may take to finish before they are cancelled.
+    shutdown_grace: Duration = timedelta(seconds=30)
 
 
 class HttpSettings(_Section):

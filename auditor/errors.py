@@ -12,6 +12,7 @@
     │   ├── BadResponseError     not JSON, truncated, missing ``value``, wrong types
     │   └── IncompleteListingError  the listing kept shifting while it was paged
     ├── StoreError               the database refused or is unreachable
+    │   └── InUseError           a SQLite database is already used by another daemon
     └── DeliveryError            an alert sink refused or is unreachable
 
 Foreign exceptions (aiohttp, SQLAlchemy, OSError) are translated where they enter the
@@ -85,6 +86,10 @@ class IncompleteListingError(SourceError):
 
 class StoreError(AuditorError):
     """The database refused an operation or could not be reached."""
+
+
+class InUseError(StoreError):
+    """The SQLite database is held by another ``run`` process (SQLite serves one process)."""
 
 
 class DeliveryError(AuditorError):

@@ -14,10 +14,24 @@ Databases:
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import os
+import signal
+import socket
+import sys
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -113,3 +127,170 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# -- the daemon as a subprocess (test_service.py, test_replicas.py) ---------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def daemon_config(
+    path: Path,
+    *,
+    database: str,
+    targets: Sequence[tuple[str, str]],
+    every: str = "2s",
+    tick: str = "250ms",
+    timeout: str = "20s",
+    grace: str = "10s",
+    max_concurrent: int = 8,
+    listen: str | None = None,
+    extra: str = "",
+) -> Path:
+    """Write a daemon configuration with a short schedule; ``targets`` are (name, url).
+
+    ``listen`` defaults to a free port of 127.0.0.1.
+    """
+    text = f"""
+[database]
+url = "{database}"
+[schedule]
+every = "{every}"
+jitter = "0s"
+tick = "{tick}"
+[audit]
+timeout = "{timeout}"
+shutdown_grace = "{grace}"
+max_concurrent = {max_concurrent}
+[http]
+listen = "{listen or f"127.0.0.1:{free_port()}"}"
+[log]
+format = "json"
+{extra}
+"""
+    for name, url in targets:
+        text += f"""
+[[targets]]
+name = "{name}"
+url = "{url}"
+client_id = "auditor"
+client_secret = "secret"
+retries = 1
+request_timeout = "60s"
+"""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+# The environment a daemon must not inherit from the one running the tests.
+_DAEMON_ENV_DROP = ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+@dataclass
+class Daemon:
+    """A ``3cx-auditor run`` subprocess; its JSON log lines (stderr) and alerts (stdout)."""
+
+    proc: asyncio.subprocess.Process
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.logs if line.get("event") == name]
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        return "\n".join(json.dumps(line) for line in self.logs[-lines:])
+
+    async def until(self, check: Callable[[], object], what: str, within: float = 60.0) -> None:
+        """Wait until ``check()`` is true; fail naming ``what`` (and the daemon's last log
+        lines) when it is not within ``within`` seconds or the daemon exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            if self.proc.returncode is not None:
+                pytest.fail(
+                    f"daemon exited ({self.proc.returncode}) before {what}:\n{self.stderr_tail()}"
+                )
+            if loop.time() > deadline:
+                pytest.fail(f"no {what} within {within:.0f}s:\n{self.stderr_tail()}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, within: float = 60.0) -> int:
+        """Send ``sig`` and wait for the exit code (failing after ``within`` seconds)."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await self.exited(within)
+
+    async def exited(self, within: float = 60.0) -> int:
+        """The exit code, once the daemon has exited (failing after ``within`` seconds)."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), within)
+        except TimeoutError:
+            pytest.fail(f"daemon still running after {within:.0f}s:\n{self.stderr_tail()}")
+        await asyncio.gather(*self.readers)
+        return code
+
+
+async def _read_lines(stream: asyncio.StreamReader, into: list[dict[str, Any]]) -> None:
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip("\n")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        into.append(value if isinstance(value, dict) else {"event": "(not json)", "text": text})
+
+
+DaemonSpawner = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def spawn_daemon() -> AsyncIterator[DaemonSpawner]:
+    """``await spawn_daemon(config_path, env={...})`` starts ``python -m auditor run``;
+    daemons still running at the end of the test are killed."""
+    started: list[Daemon] = []
+
+    async def spawn(config: Path, *, env: Mapping[str, str] | None = None) -> Daemon:
+        environ = {k: v for k, v in os.environ.items() if k not in _DAEMON_ENV_DROP}
+        environ = {k: v for k, v in environ.items() if not k.startswith("AUDITOR_")}
+        environ.update(env or {})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "auditor",
+            "--config",
+            str(config),
+            "run",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=environ,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        daemon = Daemon(proc)
+        daemon.readers = [
+            asyncio.create_task(_read_lines(proc.stderr, daemon.logs)),
+            asyncio.create_task(_read_lines(proc.stdout, daemon.alerts)),
+        ]
+        started.append(daemon)
+        return daemon
+
+    try:
+        yield spawn
+    finally:
+        for daemon in started:
+            if daemon.proc.returncode is None:
+                daemon.proc.kill()
+                await daemon.proc.wait()
+            await asyncio.gather(*daemon.readers, return_exceptions=True)
