@@ -45,6 +45,9 @@ log = structlog.get_logger("auditor.delivery")
 # its delivery is still in flight would let a second deliverer send the same row, and one
 # left by a crashed deliverer keeps its rows waiting only this long past that.
 LEASE_MARGIN = timedelta(seconds=30)
+# How often per re-send interval the firing alerts are looked at: a re-send goes out at most
+# a quarter interval late, well within the margin the alert's end time leaves.
+RESEND_CHECKS = 4
 DEFAULT_BATCH = 200
 
 
@@ -226,12 +229,17 @@ async def resend_firing(
 ) -> int:
     """Enqueue, for every Alertmanager sink, the alerts that still fire and were last sent
     to it ``resend_every`` ago or more (or never: a sink added to the configuration learns
-    what fires). Returns how many rows were enqueued. Call it on every tick."""
+    what fires). Returns how many rows were enqueued. Call it on every tick: it looks at
+    the database only :data:`RESEND_CHECKS` times per ``resend_every``."""
     total = 0
     for name, sink in sinks.items():
         if not isinstance(sink, AlertmanagerSink):
             continue
         moment = now or utcnow()
+        last = sink.resend_checked
+        if last is not None and timedelta(0) <= moment - last < sink.resend_every / RESEND_CHECKS:
+            continue
+        sink.resend_checked = moment
 
         def accept(alert: Alert, rule: SinkFilter = sink.filter) -> bool:
             return rule.matches(alert.target, alert.kind, alert.severity)
@@ -282,6 +290,7 @@ def deliverer_name(role: str) -> str:
 __all__ = [
     "DEFAULT_BATCH",
     "LEASE_MARGIN",
+    "RESEND_CHECKS",
     "DeliveryReport",
     "RetryPolicy",
     "deliver_due",

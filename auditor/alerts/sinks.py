@@ -275,6 +275,8 @@ class AlertmanagerSink(_HttpSink):
             self._url += "/api/v2/alerts"
         self.resend_every = settings.resend_every
         self.change_expiry = settings.change_expiry
+        # When resend_firing last looked for alerts to re-send to this sink.
+        self.resend_checked: datetime | None = None
 
     async def deliver(self, alert: JSON, *, delivery_id: str) -> None:
         payload = alertmanager_alert(

@@ -232,6 +232,14 @@ outbox = Table(
     Column("lease_until", UTCDateTime, nullable=True),
     # NULL for rows enqueued before revision 0003.
     Column("created_at", UTCDateTime, nullable=True),
-    Index("ix_outbox_pending", "sink", "delivered_at", "next_attempt_at"),
+    # Deliverers only ever look for rows not delivered yet, by sink and age: a partial
+    # index keeps that lookup as small as the backlog, however long the history grows.
+    Index(
+        "ix_outbox_undelivered",
+        "sink",
+        "id",
+        sqlite_where=text("delivered_at IS NULL"),
+        postgresql_where=text("delivered_at IS NULL"),
+    ),
     Index("ix_outbox_event_id", "event_id"),
 )
