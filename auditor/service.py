@@ -18,6 +18,11 @@ Next time of a target, computed when its audit ends (``due`` = the time it was d
 * ``cron``: the next fire time after ``due`` (missed ones counted likewise), plus a jitter
   drawn anew each time (cron times do not drift).
 
+Alerts: each audit enqueues its alert events for the sinks whose filters match
+(``[[alerts.webhook]]`` & co.) in the transaction that records the run, and prints them
+on stdout; a second job, ``deliver``, sends the outbox (:mod:`auditor.alerts.delivery`),
+so a slow sink never holds up the audits.
+
 Signals: SIGHUP reloads the configuration (refused, with every problem logged, when it is
 invalid); SIGTERM or SIGINT drain: no new claims, audits in flight get ``audit.shutdown_grace``
 to finish, the rest are cancelled (and recorded as failed), leases are given back; a second
@@ -28,6 +33,7 @@ and ``STOPPING=1`` through ``$NOTIFY_SOCKET`` (see :class:`Notifier`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import math
@@ -49,6 +55,9 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from auditor.alerts.delivery import RetryPolicy, delivery_tick
+from auditor.alerts.routing import Router
+from auditor.alerts.sinks import Sink, build_sinks, close_sinks
 from auditor.audit import AlertCallback, audit_target, policy_of
 from auditor.config import Loaded, ScheduleSettings, Settings, TargetSettings, load_settings
 from auditor.errors import ConfigError, InUseError, StoreError
@@ -70,6 +79,9 @@ CANCEL_WAIT_S = 10.0
 MAX_COUNTED_MISSES = 100_000
 # How long the database may keep failing before the error is logged again.
 DB_ERROR_REPEAT = timedelta(minutes=1)
+# One pass of alert delivery stops claiming after this long (deliveries in flight finish),
+# so that a slow sink delays the next pass, not the shutdown.
+DELIVERY_BUDGET_S = 10.0
 
 
 # -- the schedule (pure) -------------------------------------------------------------------
@@ -284,6 +296,9 @@ class Service:
         self.state = ServiceState(detail={"replica": self.owner})
         self.metrics = Metrics()
         self._store: Store | None = None
+        self._router = Router.of(loaded.settings.alerts)
+        self._sinks: dict[str, Sink] = {}
+        self._delivery_lock = asyncio.Lock()
         self._tokens = TokenCache()
         self._clients: dict[str, XapiClient] = {}
         self._audits: dict[int, _Audit] = {}
@@ -330,6 +345,7 @@ class Service:
             self.state.migrations_at_head = True
             await self._recover(sqlite=lock is not None)
             await self._sync_targets()
+            self._sinks = build_sinks(self._settings.alerts)
             app = make_app(
                 store=self.store,
                 state=self.state,
@@ -402,8 +418,14 @@ class Service:
         # With replicas, another process's lease may be alive: only runs on targets without
         # a live lease are known to be abandoned.
         interrupted = await self.store.interrupt_orphaned_runs(utcnow())
-        if released or interrupted:
-            log.warning("service.recovered", leases_released=released, runs_interrupted=interrupted)
+        deliveries = await self.store.release_deliveries() if sqlite else 0
+        if released or interrupted or deliveries:
+            log.warning(
+                "service.recovered",
+                leases_released=released,
+                runs_interrupted=interrupted,
+                deliveries_released=deliveries,
+            )
 
     async def _sync_targets(self) -> None:
         configured = [(t.name, t.url) for t in self._settings.targets]
@@ -433,6 +455,16 @@ class Service:
             # when there is catching up to do. A late tick is always worth running: it
             # only reads the schedule from the database, and coalesce makes a backlog of
             # ticks one. Missed audits are counted by the schedule itself (next_run).
+            misfire_grace_time=None,
+        )
+        # Delivery is a job of its own: a slow alert sink must not hold up the audits.
+        scheduler.add_job(
+            self._deliver,
+            "interval",
+            seconds=self._settings.schedule.tick.total_seconds(),
+            id="deliver",
+            coalesce=True,
+            max_instances=1,
             misfire_grace_time=None,
         )
         scheduler.start()
@@ -510,6 +542,7 @@ class Service:
                     self._client(target),
                     policy=policy_of(self._settings),
                     deadline=self._settings.audit.timeout,
+                    router=self._router,
                     on_alert=self._on_alert,
                 )
                 self.metrics.observe_run(result, time.monotonic() - started)
@@ -594,6 +627,33 @@ class Service:
             log.info("service.database_back", since=iso(self._db_failing_since))
             self._db_failing_since = self._db_logged_at = None
 
+    # -- alert delivery -----------------------------------------------------------------
+
+    async def _deliver(self) -> None:
+        """Send what the outbox holds to the configured sinks (alerts.webhook & co.)."""
+        if self._draining or not self._sinks:
+            return
+        async with self._delivery_lock:
+            try:
+                report = await delivery_tick(
+                    self.store,
+                    self._sinks,
+                    owner=self.owner,
+                    retry=RetryPolicy.of(self._settings.alerts),
+                    time_budget=DELIVERY_BUDGET_S,
+                )
+            except StoreError as exc:
+                self._database_failed(utcnow(), exc)
+                return
+        if report.pending is not None and report.dead_total is not None:
+            self.metrics.set_outbox(report.dead_total, report.pending)
+
+    async def _replace_sinks(self, settings: Settings) -> None:
+        async with self._delivery_lock:
+            old, self._sinks = self._sinks, build_sinks(settings.alerts)
+            self._router = Router.of(settings.alerts)
+            await close_sinks(old)
+
     # -- clients ------------------------------------------------------------------------
 
     def _client(self, target: TargetSettings) -> XapiClient:
@@ -652,10 +712,13 @@ class Service:
                     update={"database": old.database, "http": old.http, "log": old.log}
                 )
             self._settings, self._schedule = new, schedule
+            if new.alerts != old.alerts:
+                await self._replace_sinks(new)
             if self._scheduler is not None and new.schedule.tick != old.schedule.tick:
-                self._scheduler.reschedule_job(
-                    "tick", trigger="interval", seconds=new.schedule.tick.total_seconds()
-                )
+                for job in ("tick", "deliver"):
+                    self._scheduler.reschedule_job(
+                        job, trigger="interval", seconds=new.schedule.tick.total_seconds()
+                    )
             for name in removed:
                 if not any(a.target.name == name for a in self._audits.values()):
                     await self._drop_client(name)
@@ -704,6 +767,13 @@ class Service:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
+        # A delivery pass in flight may finish within what is left of the grace; the rest
+        # of the outbox waits, durably, for the next start.
+        remaining = max(0.0, deadline - loop.time()) if not self._hurry.is_set() else 0.0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await self._delivery_lock.acquire()
+                self._delivery_lock.release()
 
     async def _close(
         self, runner: web.AppRunner | None, watchdog: asyncio.Task[None] | None
@@ -718,11 +788,14 @@ class Service:
         if self._store is not None and self.state.migrations_at_head:
             try:
                 released = await self.store.release_leases(self.owner)
+                await self.store.release_deliveries(self.owner)
             except StoreError as exc:
                 log.error("service.leases_not_released", error=str(exc), expire="on their own")
             else:
                 if released:
                     log.info("service.leases_released", count=released)
+        await close_sinks(self._sinks)
+        self._sinks = {}
         if runner is not None:
             await runner.cleanup()
         for name in list(self._clients):

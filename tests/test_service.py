@@ -9,10 +9,12 @@ client are also tested in-process, on their own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import random
 import re
+import secrets
 import signal
 import socket
 import tomllib
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from conftest import Daemon, DaemonSpawner, daemon_config
+from standardwebhooks import Webhook
 
 from auditor.config import ScheduleSettings
 from auditor.errors import ConfigError, InUseError
@@ -430,3 +434,53 @@ async def test_after_a_crash_the_next_start_takes_the_dead_lease_back_at_once(
     assert restarted[0].started_at < dead.lease_until
     assert [r.status for r in restarted] == ["ok"] * len(restarted)
     assert again.alerts == []
+
+
+async def test_the_daemons_alerts_are_printed_and_delivered_to_a_webhook(
+    tmp_path: Path, sim: tuple[Simulator, str], spawn_daemon: DaemonSpawner
+) -> None:
+    fleet, base = sim
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    try:
+        database = f"sqlite:///{tmp_path / 'audit.db'}"
+        config = daemon_config(
+            tmp_path / "auditor.toml",
+            database=database,
+            targets=targets(base, 1),
+            every="1s",
+            extra=f"""
+[[alerts.webhook]]
+name = "hook"
+url = "http://127.0.0.1:{port}/hook"
+secret = "{secret}"
+""",
+        )
+        daemon = await spawn_daemon(config)
+        await daemon.until(lambda: daemon.events("audit.baseline"), "the baseline")
+        fleet["pbx-0001"].add_script("failover-new.sh")
+        await daemon.until(lambda: received, "a webhook delivery")
+        assert await daemon.stop() == 0
+    finally:
+        await runner.cleanup()
+
+    ((headers, body),) = received
+    alert = Webhook(secret).verify(body, headers)
+    assert (alert["kind"], alert["target"], alert["key"]) == (
+        "script.added",
+        "pbx-0001",
+        "failover-new.sh",
+    )
+    (printed,) = daemon.alerts
+    assert (printed["event"], printed["id"]) == ("script.added", alert["id"])
