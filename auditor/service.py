@@ -335,6 +335,10 @@ class Service:
         runner: web.AppRunner | None = None
         watchdog: asyncio.Task[None] | None = None
         try:
+            if self._notify.watchdog_interval is not None:
+                # From the start: systemd arms the watchdog before READY, and migrating a
+                # large database can take a while.
+                watchdog = asyncio.create_task(self._watchdog(self._notify.watchdog_interval))
             lock = SqliteLock.acquire(self._settings.database.url)
             self._notify.status("starting: opening and migrating the database")
             self._store = await Store.open(self._settings.database.url)
@@ -354,8 +358,6 @@ class Service:
             )
             runner = await start_http(app, self._settings.http.listen)
             self._start_scheduler()
-            if self._notify.watchdog_interval is not None:
-                watchdog = asyncio.create_task(self._watchdog(self._notify.watchdog_interval))
             self._notify.send("READY=1", f"STATUS={self._status_text()}")
             log.info(
                 "service.started",
