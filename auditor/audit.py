@@ -10,7 +10,7 @@ failed before the cancellation goes on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -103,12 +103,9 @@ async def audit_target(
     in ``router`` (``Router.of(settings.alerts)``) matches it.
     """
     bound = log.bind(target=target.name)
-    target_id = await store.ensure_target(target.name, target.url)
-    started = utcnow()
-    run_id = await store.begin_run(target_id, started)
+    start = await store.start_run(target.name, target.url, utcnow())
+    target_id, run_id, previous_run = start.target_id, start.run_id, start.previous_run_id
     bound = bound.bind(run_id=run_id)
-    previous_run, previous = await store.current_snapshot(target_id)
-    previous_alerts = await store.alert_states(target_id)
 
     status: RunStatus = "ok"
     error: str | None = None
@@ -141,8 +138,10 @@ async def audit_target(
 
     finished = utcnow()
     baseline = previous_run is None
+    state = await store.previous_state(target_id, hashes=fetched is not None and not baseline)
     if fetched is not None:
         current = fetched.snapshot
+        previous = await _previous_snapshot(store, target_id, state.hashes, current)
         result = diff(previous, current, ignore_fields=target.ignore_fields)
         changes = list(result.changes) if not baseline else _baseline_changes(current)
         observation = Observation(
@@ -169,7 +168,7 @@ async def audit_target(
         )
         changes, suppressed, items = [], 0, None
 
-    events, states = evaluate(observation, previous_alerts, policy)
+    events, states = evaluate(observation, state.alerts, policy)
     alerts = await store.commit_run(
         RunOutcome(
             run_id=run_id,
@@ -251,6 +250,19 @@ async def audit_many(
         return result
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+async def _previous_snapshot(
+    store: Store, target_id: int, hashes: Mapping[tuple[str, str], str], current: Snapshot
+) -> Snapshot:
+    """The last complete run's snapshot, reading from the database only the bodies whose
+    hash differs from what the PBX sent now (an unchanged item is the same either way)."""
+    stale = [k for k, h in hashes.items() if k not in current.items or current.items[k].hash != h]
+    loaded = {(i.collection, i.key): i for i in await store.current_items(target_id, stale)}
+    if len(loaded) != len(stale):
+        # The record moved between the two reads: take it whole.
+        return (await store.current_snapshot(target_id))[1]
+    return Snapshot(current.target, {k: loaded.get(k) or current.items[k] for k in hashes})
 
 
 def _baseline_changes(current: Snapshot) -> list[Change]:

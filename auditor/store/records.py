@@ -55,6 +55,31 @@ class AlertState:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStart:
+    """A run just recorded as ``running`` by :meth:`~auditor.store.Store.start_run`.
+
+    ``previous_run_id`` is the target's last complete run (None before its baseline).
+    """
+
+    target_id: int
+    run_id: int
+    previous_run_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousState:
+    """What an audit compares against, read in one go by ``Store.previous_state``.
+
+    ``hashes`` maps ``(collection, key)`` of every current item to its content hash (the
+    bodies stay in the database until a hash differs); ``alerts`` is the lifecycle state
+    of every alert fingerprint of the target.
+    """
+
+    hashes: Mapping[tuple[str, str], str]
+    alerts: Mapping[str, AlertState]
+
+
+@dataclass(frozen=True, slots=True)
 class RunOutcome:
     """Everything one finished run writes, committed in one transaction by ``commit_run``.
 

@@ -71,7 +71,9 @@ from auditor.store.records import (
     ClaimedTarget,
     Delivery,
     FleetHealth,
+    PreviousState,
     RunOutcome,
+    RunStart,
     TargetRow,
     VerifyResult,
     change_hash,
@@ -245,6 +247,32 @@ class Store:
                 )
                 return int((await conn.execute(stmt)).scalar_one())
 
+    async def start_run(self, name: str, url: str, started_at: datetime) -> RunStart:
+        """:meth:`ensure_target` and :meth:`begin_run` in one transaction.
+
+        An audit does this for every target on every tick: one transaction instead of two,
+        and the target row is written only when it is new or its URL changed.
+        """
+        with self._errors(f"cannot start a run of target {name}"):
+            async with self._write() as conn:
+                row = (await conn.execute(_TARGET_BY_NAME, {"name": name})).one_or_none()
+                if row is None:
+                    stmt = (
+                        insert(targets)
+                        .values(name=name, url=url, created_at=utcnow())
+                        .returning(targets.c.id)
+                    )
+                    target_id, previous = int((await conn.execute(stmt)).scalar_one()), None
+                else:
+                    target_id, previous = row.id, row.last_complete_run_id
+                    if row.url != url:
+                        await conn.execute(
+                            update(targets).where(targets.c.id == target_id).values(url=url)
+                        )
+                values = {"target_id": target_id, "started_at": started_at, "status": "running"}
+                run_id = int((await conn.execute(_NEW_RUN, values)).scalar_one())
+        return RunStart(target_id=target_id, run_id=run_id, previous_run_id=previous)
+
     async def mark_interrupted(self, target_id: int | None = None) -> int:
         """Mark runs left ``running`` (by a crash) as failed; returns how many.
 
@@ -331,6 +359,39 @@ class Store:
                     raise StoreError(f"database {self.url_for_display}: no target {target_id}")
                 items = await _items(conn, versions.c.last_run_id.is_(None), target_id)
         return head.last_complete_run_id, Snapshot.of(head.name, items)
+
+    async def previous_state(self, target_id: int, *, hashes: bool = True) -> PreviousState:
+        """The content hashes of the target's current items and its alert states, in one
+        read. ``hashes=False`` (a failed run, or no baseline yet) skips the items."""
+        with self._errors("cannot read the previous state"):
+            async with self._read() as conn:
+                found: dict[tuple[str, str], str] = {}
+                if hashes:
+                    result = await conn.execute(_CURRENT_HASHES, {"target_id": target_id})
+                    found = {(c, k): h for c, k, h in result}
+                rows = (await conn.execute(_ALERT_STATES, {"target_id": target_id})).all()
+        return PreviousState(hashes=found, alerts=_alert_states(rows))
+
+    async def current_items(self, target_id: int, keys: Collection[tuple[str, str]]) -> list[Item]:
+        """The current items (with their bodies) of the target named by ``(collection, key)``;
+        keys without a current item are left out."""
+        if not keys:
+            return []
+        by_collection: dict[str, list[str]] = {}
+        for collection, key in keys:
+            by_collection.setdefault(collection, []).append(key)
+        items: list[Item] = []
+        with self._errors("cannot read the current items"):
+            async with self._read() as conn:
+                for collection, names in sorted(by_collection.items()):
+                    for batch in _batched(sorted(names), BATCH):
+                        present = and_(
+                            versions.c.last_run_id.is_(None),
+                            versions.c.collection == collection,
+                            versions.c.key.in_(batch),
+                        )
+                        items.extend(await _items(conn, present, target_id))
+        return items
 
     async def snapshot_at(self, run_id: int) -> Snapshot:
         """The items present at complete run ``run_id``; StoreError for any other run."""
@@ -605,26 +666,10 @@ class Store:
 
     async def alert_states(self, target_id: int) -> dict[str, AlertState]:
         """The lifecycle state of every alert fingerprint of the target."""
-        stmt = select(alerts).where(alerts.c.target_id == target_id)
         with self._errors("cannot read alert states"):
             async with self._read() as conn:
-                rows = (await conn.execute(stmt)).all()
-        return {
-            r.fingerprint: AlertState(
-                fingerprint=r.fingerprint,
-                kind=r.kind,
-                collection=r.collection,
-                key=r.key,
-                status=cast(AlertStatus, r.status),
-                severity=cast(Severity, r.severity),
-                first_seen=r.first_seen,
-                last_seen=r.last_seen,
-                last_notified=r.last_notified,
-                resolved_at=r.resolved_at,
-                message=r.message,
-            )
-            for r in rows
-        }
+                rows = (await conn.execute(_ALERT_STATES, {"target_id": target_id})).all()
+        return _alert_states(rows)
 
     async def alert_events(
         self,
@@ -1413,3 +1458,34 @@ def _delivery(r: Row[Any]) -> Delivery:
         dead=bool(r.dead),
         last_error=r.last_error,
     )
+
+
+def _alert_states(rows: Sequence[Row[Any]]) -> dict[str, AlertState]:
+    return {
+        r.fingerprint: AlertState(
+            fingerprint=r.fingerprint,
+            kind=r.kind,
+            collection=r.collection,
+            key=r.key,
+            status=cast(AlertStatus, r.status),
+            severity=cast(Severity, r.severity),
+            first_seen=r.first_seen,
+            last_seen=r.last_seen,
+            last_notified=r.last_notified,
+            resolved_at=r.resolved_at,
+            message=r.message,
+        )
+        for r in rows
+    }
+
+
+# Statements of every audit, built once: building one (and its cache key) per call cost more
+# than running it on SQLite.
+_TARGET_BY_NAME = select(targets.c.id, targets.c.url, targets.c.last_complete_run_id).where(
+    targets.c.name == bindparam("name")
+)
+_NEW_RUN = insert(runs).returning(runs.c.id)
+_CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash).where(
+    versions.c.target_id == bindparam("target_id"), versions.c.last_run_id.is_(None)
+)
+_ALERT_STATES = select(alerts).where(alerts.c.target_id == bindparam("target_id"))
