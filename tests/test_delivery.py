@@ -97,11 +97,12 @@ class Receiver:
     attempts: list[str] = field(default_factory=list)
     accepted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     bad_signatures: int = 0
+    error_page: str = ""
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook?channel=ops"
+        return f"http://127.0.0.1:{self.port}/hook?channel=ops&token=Zm9vYmFyYmF6"
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -115,7 +116,8 @@ class Receiver:
         status, headers = self.answer(msg_id)
         if 200 <= status < 300:
             self.accepted.append((msg_id, json.loads(body)))
-        return web.Response(status=status, headers=dict(headers))
+        text = self.error_page if status >= 300 else ""
+        return web.Response(status=status, headers=dict(headers), text=text)
 
     async def start(self) -> None:
         app = web.Application()
@@ -294,6 +296,8 @@ async def test_refused_delivery_is_dead_and_does_not_block(
     alerts = await record(store, [draft("a.sh"), draft("b.sh")], ["webhook:ops"])
     refused = f"msg_{alerts[0].id}_webhook-ops"
     receiver.answer = lambda msg_id: (400, {}) if msg_id == refused else (200, {})
+    # The receiver's error page echoes the request, token included.
+    receiver.error_page = "bad request to /hook?channel=ops&token=Zm9vYmFyYmF6 (id 42)"
     await receiver.start()
     sinks = webhook_sinks(receiver.url)
     try:
@@ -304,6 +308,9 @@ async def test_refused_delivery_is_dead_and_does_not_block(
     (dead,) = await store.undelivered(dead_only=True)
     assert dead.alert.id == alerts[0].id
     assert "HTTP 400" in (dead.last_error or "")
+    assert "(id 42)" in (dead.last_error or "")
+    assert "Zm9vYmFyYmF6" not in (dead.last_error or "")
+    assert "channel=ops" not in (dead.last_error or "")
     assert dead.as_json()["status"] == "dead"
     assert [msg_id for msg_id, _ in receiver.accepted] == [f"msg_{alerts[1].id}_webhook-ops"]
     assert await store.outbox_counts() == (0, 1)

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import structlog
@@ -100,6 +101,22 @@ def _excerpt(text: str) -> str:
     return line if len(line) <= _EXCERPT else line[: _EXCERPT - 3] + "..."
 
 
+def _url_parts(url: str) -> list[str]:
+    """The parts of ``url`` that may be a token (path, query, long path segments, query
+    values), longest first: a receiver that echoes its request must not leak them."""
+    parts = urlsplit(url)
+    found = {url, parts.path, parts.query}
+    found.update(segment for segment in parts.path.split("/") if len(segment) >= 8)
+    found.update(value for _key, value in parse_qsl(parts.query) if len(value) >= 4)
+    return sorted((p for p in found if len(p) > 1), key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def _transport_reason(exc: BaseException, timeout: timedelta) -> str:
     # aiohttp's own messages name the host and port; the reason alone is enough here.
     if isinstance(exc, TimeoutError):
@@ -119,6 +136,7 @@ class _HttpSink:
         self._filter = SinkFilter.of(settings)
         self._timeout = settings.timeout
         self._session: aiohttp.ClientSession | None = None
+        self._secrets = _url_parts(settings.url)
 
     @property
     def name(self) -> str:
@@ -166,7 +184,7 @@ class _HttpSink:
     def _refused(self, status: int, reason: str, text: str, retry_after: float | None) -> None:
         detail = f"{self.name}: HTTP {status} {reason}".rstrip()
         if text.strip():
-            detail += f": {_excerpt(text)}"
+            detail += f": {_excerpt(_scrub(text, self._secrets))}"
         if status in (408, 429) or status >= 500:
             raise DeliveryError(detail, retry_after=retry_after)
         raise DeliveryError(detail, permanent=True)
