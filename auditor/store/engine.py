@@ -1,11 +1,13 @@
 """Reaching the database: driver URLs, engine set-up, error translation, migrations.
 
 Users write ``sqlite:///path`` or ``postgresql://user@host/db``; the async drivers
-(aiosqlite, asyncpg) are picked here. SQLite connections run in WAL mode (``synchronous =
-NORMAL``) with a busy timeout and foreign keys on, and take the write lock up front (``BEGIN
-IMMEDIATE``) on the write engine, so that two writers queue instead of failing half-way with
-"database is locked". Every foreign error becomes one :class:`~auditor.errors.StoreError`
-line that names the database by its URL with the password hidden.
+(aiosqlite, asyncpg) are picked here, and for SQLite also a synchronous engine (the stdlib
+driver) for the transactions the store runs whole in a worker thread. SQLite connections run
+in WAL mode (``synchronous = NORMAL``) with a busy timeout and foreign keys on, and take the
+write lock up front (``BEGIN IMMEDIATE``) on the write engines, so that two writers queue
+instead of failing half-way with "database is locked". Every foreign error becomes one
+:class:`~auditor.errors.StoreError` line that names the database by its URL with the
+password hidden.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -135,6 +138,15 @@ def create_engine(url: URL, *, pool_size: int = 5, single_use: bool = False) -> 
     if not single_use:
         options.update(pool_size=pool_size, pool_pre_ping=True)
     return create_async_engine(url, connect_args={"timeout": PG_CONNECT_TIMEOUT_S}, **options)
+
+
+def create_thread_engine(url: URL) -> Engine:
+    """A synchronous engine (the stdlib ``sqlite3`` driver) on the SQLite file of ``url``, for
+    transactions run whole in a worker thread; set up like :func:`create_engine`'s."""
+    engine = create_sync_engine(url.set(drivername="sqlite+pysqlite"))
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
 
 
 _CLASS_PREFIX = re.compile(r"^<class '[\w.]+'>: ")

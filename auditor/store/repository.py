@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from itertools import islice
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -38,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auditor.errors import StoreError
@@ -58,6 +61,7 @@ from auditor.model import (
 from auditor.store.engine import (
     WRITE_OPTION,
     create_engine,
+    create_thread_engine,
     current_revisions,
     display_url,
     driver_url,
@@ -90,6 +94,8 @@ from auditor.store.schema import (
     targets,
     versions,
 )
+
+T = TypeVar("T")
 
 BATCH = 1000
 # The error of a run whose process stopped before recording it (crash, kill, shutdown).
@@ -131,6 +137,13 @@ class Store:
         self._closed = False
         self.url_for_display: str = display_url(url)
         self.dialect: str = engine.dialect.name
+        # SQLite: the transactions of an audit run in this one thread (see _transact).
+        self._thread: tuple[ThreadPoolExecutor, Engine, Engine] | None = None
+        if self.dialect == "sqlite":
+            executor = ThreadPoolExecutor(1, thread_name_prefix="auditor-sqlite")
+            reader = create_thread_engine(driver_url(url))
+            writer = reader.execution_options(**{WRITE_OPTION: True})
+            self._thread = (executor, reader, writer)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -151,6 +164,10 @@ class Store:
             return
         self._closed = True
         await self._engine.dispose()
+        if self._thread is not None:
+            executor, reader, _writer = self._thread
+            executor.shutdown()
+            reader.dispose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -185,6 +202,25 @@ class Store:
         self._check_open()
         async with self._write_engine.begin() as conn:
             yield conn
+
+    async def _transact(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """Run ``work`` as one transaction (on a synchronous connection).
+
+        On SQLite the whole transaction runs in the store's one worker thread with the stdlib
+        driver: one thread hop per transaction, where aiosqlite makes three or four per
+        statement, each a hand-over of the GIL that stalls the event loop; one thread also
+        queues this process's writers without SQLite's busy-wait sleeps. A caller cancelled
+        meanwhile does not stop a transaction the thread has begun: it ends (commit or
+        rollback) and its result is dropped. On PostgreSQL it runs on the loop (asyncpg).
+        """
+        self._check_open()
+        if self._thread is not None:
+            executor, reader, writer = self._thread
+            loop = asyncio.get_running_loop()
+            engine = writer if write else reader
+            return await loop.run_in_executor(executor, _in_transaction, engine, work)
+        async with (self._write_engine if write else self._engine).begin() as conn:
+            return await conn.run_sync(work)
 
     def _insert(self, table: Any) -> postgresql.Insert | sqlite.Insert:
         # The two dialects spell "insert or update" the same way, from different modules.
@@ -253,25 +289,26 @@ class Store:
         An audit does this for every target on every tick: one transaction instead of two,
         and the target row is written only when it is new or its URL changed.
         """
+
+        def work(conn: Connection) -> RunStart:
+            row = conn.execute(_TARGET_BY_NAME, {"name": name}).one_or_none()
+            if row is None:
+                stmt = (
+                    insert(targets)
+                    .values(name=name, url=url, created_at=utcnow())
+                    .returning(targets.c.id)
+                )
+                target_id, previous = int(conn.execute(stmt).scalar_one()), None
+            else:
+                target_id, previous = row.id, row.last_complete_run_id
+                if row.url != url:
+                    conn.execute(update(targets).where(targets.c.id == target_id).values(url=url))
+            values = {"target_id": target_id, "started_at": started_at, "status": "running"}
+            run_id = int(conn.execute(_NEW_RUN, values).scalar_one())
+            return RunStart(target_id=target_id, run_id=run_id, previous_run_id=previous)
+
         with self._errors(f"cannot start a run of target {name}"):
-            async with self._write() as conn:
-                row = (await conn.execute(_TARGET_BY_NAME, {"name": name})).one_or_none()
-                if row is None:
-                    stmt = (
-                        insert(targets)
-                        .values(name=name, url=url, created_at=utcnow())
-                        .returning(targets.c.id)
-                    )
-                    target_id, previous = int((await conn.execute(stmt)).scalar_one()), None
-                else:
-                    target_id, previous = row.id, row.last_complete_run_id
-                    if row.url != url:
-                        await conn.execute(
-                            update(targets).where(targets.c.id == target_id).values(url=url)
-                        )
-                values = {"target_id": target_id, "started_at": started_at, "status": "running"}
-                run_id = int((await conn.execute(_NEW_RUN, values)).scalar_one())
-        return RunStart(target_id=target_id, run_id=run_id, previous_run_id=previous)
+            return await self._transact(work, write=True)
 
     async def mark_interrupted(self, target_id: int | None = None) -> int:
         """Mark runs left ``running`` (by a crash) as failed; returns how many.
@@ -363,14 +400,17 @@ class Store:
     async def previous_state(self, target_id: int, *, hashes: bool = True) -> PreviousState:
         """The content hashes of the target's current items and its alert states, in one
         read. ``hashes=False`` (a failed run, or no baseline yet) skips the items."""
+
+        def work(conn: Connection) -> PreviousState:
+            found: dict[tuple[str, str], str] = {}
+            if hashes:
+                result = conn.execute(_CURRENT_HASHES, {"target_id": target_id})
+                found = {(c, k): h for c, k, h in result}
+            rows = conn.execute(_ALERT_STATES, {"target_id": target_id}).all()
+            return PreviousState(hashes=found, alerts=_alert_states(rows))
+
         with self._errors("cannot read the previous state"):
-            async with self._read() as conn:
-                found: dict[tuple[str, str], str] = {}
-                if hashes:
-                    result = await conn.execute(_CURRENT_HASHES, {"target_id": target_id})
-                    found = {(c, k): h for c, k, h in result}
-                rows = (await conn.execute(_ALERT_STATES, {"target_id": target_id})).all()
-        return PreviousState(hashes=found, alerts=_alert_states(rows))
+            return await self._transact(work, write=False)
 
     async def current_items(self, target_id: int, keys: Collection[tuple[str, str]]) -> list[Item]:
         """The current items (with their bodies) of the target named by ``(collection, key)``;
@@ -427,44 +467,44 @@ class Store:
         if outcome.status == "running":
             raise StoreError(f"run {outcome.run_id}: cannot commit a run that is still running")
         with self._errors(f"cannot record run {outcome.run_id}"):
-            async with self._write() as conn:
-                head = (
-                    await conn.execute(
-                        select(targets.c.name, targets.c.last_complete_run_id).where(
-                            targets.c.id == outcome.target_id
-                        )
-                    )
-                ).one_or_none()
-                if head is None:
-                    raise StoreError(
-                        f"database {self.url_for_display}: no target {outcome.target_id}"
-                    )
-                updated = await conn.execute(
-                    update(runs)
-                    .where(runs.c.id == outcome.run_id, runs.c.target_id == outcome.target_id)
-                    .values(
-                        status=outcome.status,
-                        finished_at=outcome.finished_at,
-                        pages=outcome.pages,
-                        items=outcome.items,
-                        reported_count=outcome.reported_count,
-                        error=outcome.error,
-                        suppressed=outcome.suppressed,
-                    )
-                )
-                if updated.rowcount != 1:
-                    raise StoreError(f"run {outcome.run_id} of {head.name} does not exist")
-                if outcome.status == "ok":
-                    await self._record_contents(conn, outcome, head.name, head.last_complete_run_id)
-                    await conn.execute(
-                        update(targets)
-                        .where(targets.c.id == outcome.target_id)
-                        .values(last_complete_run_id=outcome.run_id)
-                    )
-                return await self._record_alerts(conn, outcome, head.name)
+            return await self._transact(partial(self._commit, outcome), write=True)
 
-    async def _record_contents(
-        self, conn: AsyncConnection, outcome: RunOutcome, target: str, previous: int | None
+    def _commit(self, outcome: RunOutcome, conn: Connection) -> list[Alert]:
+        head = (
+            conn.execute(
+                select(targets.c.name, targets.c.last_complete_run_id).where(
+                    targets.c.id == outcome.target_id
+                )
+            )
+        ).one_or_none()
+        if head is None:
+            raise StoreError(f"database {self.url_for_display}: no target {outcome.target_id}")
+        updated = conn.execute(
+            update(runs)
+            .where(runs.c.id == outcome.run_id, runs.c.target_id == outcome.target_id)
+            .values(
+                status=outcome.status,
+                finished_at=outcome.finished_at,
+                pages=outcome.pages,
+                items=outcome.items,
+                reported_count=outcome.reported_count,
+                error=outcome.error,
+                suppressed=outcome.suppressed,
+            )
+        )
+        if updated.rowcount != 1:
+            raise StoreError(f"run {outcome.run_id} of {head.name} does not exist")
+        if outcome.status == "ok":
+            self._record_contents(conn, outcome, head.name, head.last_complete_run_id)
+            conn.execute(
+                update(targets)
+                .where(targets.c.id == outcome.target_id)
+                .values(last_complete_run_id=outcome.run_id)
+            )
+        return self._record_alerts(conn, outcome, head.name)
+
+    def _record_contents(
+        self, conn: Connection, outcome: RunOutcome, target: str, previous: int | None
     ) -> None:
         if not outcome.changes:
             return
@@ -514,18 +554,18 @@ class Store:
             .values(last_run_id=bindparam("b_last"))
         )
         for batch in _batched(closing, BATCH):
-            await conn.execute(close, batch)
+            conn.execute(close, batch)
         for batch in _batched(opening, BATCH):
-            await conn.execute(insert(versions), batch)
-        await self._append_to_chain(conn, outcome, target, outcome.changes)
+            conn.execute(insert(versions), batch)
+        self._append_to_chain(conn, outcome, target, outcome.changes)
 
-    async def _append_to_chain(
-        self, conn: AsyncConnection, outcome: RunOutcome, target: str, items: Sequence[Change]
+    def _append_to_chain(
+        self, conn: Connection, outcome: RunOutcome, target: str, items: Sequence[Change]
     ) -> None:
         # The row lock (PostgreSQL) or the write lock taken at BEGIN (SQLite) makes this
         # read-modify-write of the head atomic across processes.
         head = (
-            await conn.execute(
+            conn.execute(
                 select(chain.c.head, chain.c.length).where(chain.c.id == 1).with_for_update()
             )
         ).one_or_none()
@@ -572,14 +612,12 @@ class Store:
             )
             prev = digest
         for batch in _batched(rows, BATCH):
-            await conn.execute(insert(changes), batch)
-        await conn.execute(update(chain).where(chain.c.id == 1).values(head=prev, length=length))
+            conn.execute(insert(changes), batch)
+        conn.execute(update(chain).where(chain.c.id == 1).values(head=prev, length=length))
 
     # -- alerts ---------------------------------------------------------------------------
 
-    async def _record_alerts(
-        self, conn: AsyncConnection, outcome: RunOutcome, target: str
-    ) -> list[Alert]:
+    def _record_alerts(self, conn: Connection, outcome: RunOutcome, target: str) -> list[Alert]:
         recorded: list[Alert] = []
         if outcome.events:
             rows = [
@@ -598,7 +636,7 @@ class Store:
                 }
                 for e in outcome.events
             ]
-            result = await conn.execute(
+            result = conn.execute(
                 insert(alert_events).returning(alert_events.c.id, sort_by_parameter_order=True),
                 rows,
             )
@@ -633,7 +671,7 @@ class Store:
                 for sink in outcome.sinks_of(index)
             ]
             for batch in _batched(deliveries, BATCH):
-                await conn.execute(insert(outbox), batch)
+                conn.execute(insert(outbox), batch)
         if outcome.alert_states:
             states = [
                 {
@@ -661,7 +699,7 @@ class Store:
                     if name not in ("fingerprint", "target_id")
                 },
             )
-            await conn.execute(upsert, states)
+            conn.execute(upsert, states)
         return recorded
 
     async def alert_states(self, target_id: int) -> dict[str, AlertState]:
@@ -1489,3 +1527,8 @@ _CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash)
     versions.c.target_id == bindparam("target_id"), versions.c.last_run_id.is_(None)
 )
 _ALERT_STATES = select(alerts).where(alerts.c.target_id == bindparam("target_id"))
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return work(conn)
