@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
@@ -40,7 +40,8 @@ from auditor.model import (
     iso,
     utcnow,
 )
-from auditor.store import Store
+from auditor.report import HtmlReport
+from auditor.store import ChangeRecord, Store
 from auditor.xapi import XapiClient
 
 EXIT_OK = 0
@@ -541,9 +542,41 @@ _CSV_COLUMNS = [
 ]
 
 
+EXPORT_BATCH = 1000
+
+
+async def _each_change(
+    store: Store, filters: dict[str, Any], length: int
+) -> AsyncIterator[ChangeRecord]:
+    # Record n of the chain has id n: stopping at the length read with the head keeps the
+    # export consistent with that head while audits go on appending.
+    after_id: int | None = None
+    while True:
+        batch = await store.changes(
+            **filters, limit=EXPORT_BATCH, after_id=after_id, before_id=length + 1
+        )
+        for record in batch:
+            yield record
+        if len(batch) < EXPORT_BATCH:
+            return
+        after_id = batch[-1].id
+
+
 async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[str, int, int]:
     head, length = await store.chain_head()
     filters = {"target": args.target, "since": args.since, "until": args.until}
+    if args.format == "html":
+        with HtmlReport(
+            head=head,
+            length=length,
+            database=store.url_for_display,
+            filters=filters,
+            generated_at=utcnow(),
+        ) as report:
+            async for record in _each_change(store, filters, length):
+                report.add(record)
+            report.write(out)
+        return head, length, report.count
     writer = csv.DictWriter(out, fieldnames=_CSV_COLUMNS) if args.format == "csv" else None
     if writer is not None:
         writer.writeheader()
@@ -555,21 +588,15 @@ async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[
         }
         out.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "changes": [\n')
     count = 0
-    after_id: int | None = None
-    while True:
-        batch = await store.changes(**filters, limit=1000, after_id=after_id)
-        for record in batch:
-            data = record.as_json()
-            if writer is not None:
-                for key in ("before", "after", "fields"):
-                    data[key] = json.dumps(data[key], ensure_ascii=False, sort_keys=True)
-                writer.writerow(data)
-            else:
-                out.write((",\n" if count else "") + json.dumps(data, ensure_ascii=False))
-            count += 1
-        if len(batch) < 1000:
-            break
-        after_id = batch[-1].id
+    async for record in _each_change(store, filters, length):
+        data = record.as_json()
+        if writer is not None:
+            for key in ("before", "after", "fields"):
+                data[key] = json.dumps(data[key], ensure_ascii=False, sort_keys=True)
+            writer.writerow(data)
+        else:
+            out.write((",\n" if count else "") + json.dumps(data, ensure_ascii=False))
+        count += 1
     if writer is None:
         out.write("\n]}\n")
     return head, length, count
@@ -818,7 +845,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_verify)
 
     sub = commands.add_parser("export", help="the change history as compliance evidence")
-    sub.add_argument("--format", choices=("json", "csv"), default="json")
+    sub.add_argument(
+        "--format",
+        choices=("json", "csv", "html"),
+        default="json",
+        help="json (default), csv, or html: one self-contained, printable report",
+    )
     sub.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     record_options(sub, limit=False)
     sub.set_defaults(handler=cmd_export)

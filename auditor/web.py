@@ -20,9 +20,22 @@ time < ``until``; the time of a run is its start, of a change or an alert its ``
 ``target``, ``limit`` and ``cursor``. The items have the shapes of the CLI's ``--json``.
 A bad parameter is a 400 with ``{"error": "<one line>"}``.
 
-With ``[http] token`` set, ``/api/...`` needs ``Authorization: Bearer <token>`` (401 and
-``WWW-Authenticate: Bearer`` otherwise); the probes and ``/metrics`` stay open, so that
-orchestrators and Prometheus need no secret.
+``GET /feed.atom`` is the alerts as an Atom 1.0 feed (RFC 4287): the ``limit`` (1..1000,
+default 100) most recently recorded alert events, newest first, one entry each (firing,
+repeated or resolved), optionally of one ``target``. Identifiers are tag URIs (RFC 4151)
+that never change for the same record: the feed is ``tag:3cx-auditor,2026:<instance>`` and
+an entry ``tag:3cx-auditor,2026:<instance>/alert/<id>`` (``<id>`` the alert event's id).
+``<instance>`` is ``make_app(feed_instance=...)`` or, by default, ``db-`` and 16 hex digits
+of the SHA-256 of the database URL as displayed (password masked): replicas sharing one
+database through the same URL publish the same feed. The self link is built from the
+request (behind a proxy, from its ``Host`` header). The response has an ``ETag``; a
+matching ``If-None-Match`` gets a 304.
+
+With ``[http] token`` set, ``/api/...`` and ``/feed.atom`` need ``Authorization: Bearer
+<token>`` (401 and ``WWW-Authenticate: Bearer`` otherwise). A token in the query string is
+never accepted (it would end up in proxy and access logs): a feed reader must be able to
+send the header. The probes and ``/metrics`` stay open, so that orchestrators and
+Prometheus need no secret.
 """
 
 from __future__ import annotations
@@ -30,12 +43,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html import escape
 from typing import Any, Final
 
 from aiohttp import web
@@ -45,16 +61,25 @@ from pydantic import SecretStr
 from auditor.config import parse_duration
 from auditor.errors import ConfigError, StoreError
 from auditor.metrics import Metrics
-from auditor.model import JSON, iso, utcnow
+from auditor.model import JSON, Alert, FieldChange, iso, utcnow
 from auditor.store import Store, TargetRow
 
 API_PREFIX: Final = "/api/"
+FEED_PATH: Final = "/feed.atom"
+ATOM_NS: Final = "http://www.w3.org/2005/Atom"
+ATOM_CONTENT_TYPE: Final = "application/atom+xml; charset=utf-8"
+TAG_PREFIX: Final = "tag:3cx-auditor,2026:"
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 READY_TIMEOUT_S: Final = 2.0
 
 _WINDOW_PARAMS: Final = frozenset({"target", "since", "until", "limit", "cursor"})
 _TARGET_PARAMS: Final = frozenset({"target", "limit", "cursor"})
+_FEED_PARAMS: Final = frozenset({"target", "limit"})
+_INSTANCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
+# XML 1.0 cannot carry these at all, not even escaped; a script name or a field value from
+# a PBX might hold one.
+_NOT_XML: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass
@@ -76,6 +101,7 @@ class ServiceState:
 STORE_KEY: Final = web.AppKey("store", Store)
 STATE_KEY: Final = web.AppKey("state", ServiceState)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
+FEED_INSTANCE_KEY: Final = web.AppKey("feed_instance", str)
 
 
 class _BadRequest(Exception):
@@ -279,6 +305,124 @@ async def api_alerts(request: web.Request) -> web.Response:
     return _json(_page("alerts", [a.as_json() for a in found], w.limit, lambda item: item["id"]))
 
 
+# -- the Atom feed -------------------------------------------------------------------------
+
+
+def default_feed_instance(database_url_for_display: str) -> str:
+    """The feed's instance name derived from the database it reads (``db-<16 hex>``)."""
+    return "db-" + hashlib.sha256(database_url_for_display.encode()).hexdigest()[:16]
+
+
+def feed_id(instance: str) -> str:
+    return f"{TAG_PREFIX}{instance}"
+
+
+def entry_id(instance: str, event_id: int) -> str:
+    return f"{TAG_PREFIX}{instance}/alert/{event_id}"
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
+
+
+def _value_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def entry_title(alert: Alert) -> str:
+    """``[severity] kind target: key`` (``: key`` only when there is one), `` (resolved)``
+    for a resolution."""
+    title = f"[{alert.severity}] {alert.kind} {alert.target}"
+    if alert.key is not None:
+        title += f": {alert.key}"
+    if alert.status == "resolved":
+        title += " (resolved)"
+    return title
+
+
+def _field_html(change: FieldChange) -> str:
+    old = "(absent)" if change.missing == "old" else _value_text(change.old)
+    new = "(absent)" if change.missing == "new" else _value_text(change.new)
+    return f"<li><code>{escape(change.field)}</code>: {escape(old)} &#8594; {escape(new)}</li>"
+
+
+def _entry_html(alert: Alert) -> str:
+    parts = [f"<p>{escape(alert.message)}</p>"]
+    if alert.fields:
+        parts.append("<ul>" + "".join(_field_html(f) for f in alert.fields) + "</ul>")
+    where = ", ".join(
+        f"{name} {escape(str(value))}"
+        for name, value in (
+            ("target", alert.target),
+            ("collection", alert.collection),
+            ("key", alert.key),
+            ("run", alert.run_id),
+            ("fingerprint", alert.fingerprint),
+        )
+        if value is not None
+    )
+    parts.append(f"<p><small>{where}</small></p>")
+    return "".join(parts)
+
+
+def render_feed(alerts: Sequence[Alert], *, instance: str, self_url: str) -> bytes:
+    """The Atom document of ``alerts`` (given newest first), UTF-8 with an XML declaration.
+
+    The same alerts always give the same bytes: ``updated`` is the newest alert's time (the
+    Unix epoch for an empty feed), never the time of the request.
+    """
+
+    def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        element = ET.SubElement(parent, tag, {k: _xml_text(v) for k, v in attrs.items()})
+        if text is not None:
+            element.text = _xml_text(text)
+        return element
+
+    feed = ET.Element("feed", {"xmlns": ATOM_NS})
+    sub(feed, "id", feed_id(instance))
+    sub(feed, "title", "3cx-auditor alerts")
+    newest = max((a.at for a in alerts), default=datetime(1970, 1, 1, tzinfo=UTC))
+    sub(feed, "updated", iso(newest))
+    sub(feed, "link", rel="self", type="application/atom+xml", href=self_url)
+    author = sub(feed, "author")
+    sub(author, "name", "3cx-auditor")
+    sub(feed, "generator", "3cx-auditor")
+    for alert in alerts:
+        entry = sub(feed, "entry")
+        sub(entry, "id", entry_id(instance, alert.id))
+        sub(entry, "title", entry_title(alert), type="text")
+        sub(entry, "published", iso(alert.at))
+        sub(entry, "updated", iso(alert.at))
+        for scheme, term in (
+            ("kind", alert.kind),
+            ("severity", alert.severity),
+            ("status", alert.status),
+            ("target", alert.target),
+        ):
+            sub(entry, "category", term=term, scheme=f"{TAG_PREFIX}{scheme}", label=term)
+        sub(entry, "content", _entry_html(alert), type="html")
+    document: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return document
+
+
+async def atom_feed(request: web.Request) -> web.StreamResponse:
+    query = request.rel_url.query
+    _check_known(query, _FEED_PARAMS, request.path)
+    found = await request.app[STORE_KEY].alert_events(
+        query.get("target"), limit=parse_limit(query.get("limit")), newest_first=True
+    )
+    # The newest recorded, shown newest by time: targets audited side by side can record
+    # an event a moment older than the one recorded just before it.
+    found.sort(key=lambda a: (a.at, a.id), reverse=True)
+    body = render_feed(found, instance=request.app[FEED_INSTANCE_KEY], self_url=str(request.url))
+    etag = hashlib.sha256(body).hexdigest()[:32]
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
+    wanted = request.if_none_match
+    if wanted and any(tag.value in (etag, "*") for tag in wanted):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers={**headers, "Content-Type": ATOM_CONTENT_TYPE})
+
+
 # -- middleware ----------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -313,7 +457,7 @@ def _auth_middleware(token: SecretStr) -> Any:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(API_PREFIX):
+        if not (request.path.startswith(API_PREFIX) or request.path == FEED_PATH):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
@@ -338,9 +482,27 @@ def _auth_middleware(token: SecretStr) -> Any:
 
 
 def make_app(
-    *, store: Store, state: ServiceState, metrics: Metrics, token: SecretStr | None
+    *,
+    store: Store,
+    state: ServiceState,
+    metrics: Metrics,
+    token: SecretStr | None,
+    feed_instance: str | None = None,
 ) -> web.Application:
-    """The daemon's web application; serve it with :func:`start_http`."""
+    """The daemon's web application; serve it with :func:`start_http`.
+
+    ``feed_instance`` names this auditor in the Atom ids (letters, digits, ``.``, ``_``,
+    ``~``, ``-``; at most 64); by default it is derived from the database URL.
+    """
+    if feed_instance is None:
+        feed_instance = default_feed_instance(store.url_for_display)
+    elif not _INSTANCE.fullmatch(feed_instance):
+        raise ConfigError(
+            [
+                "config: feed instance: must be 1 to 64 letters, digits, '.', '_', '~' or '-'"
+                f" (got {feed_instance!r})"
+            ]
+        )
     middlewares = [_errors_middleware()]
     if token is not None and token.get_secret_value():
         middlewares.append(_auth_middleware(token))
@@ -348,6 +510,7 @@ def make_app(
     app[STORE_KEY] = store
     app[STATE_KEY] = state
     app[METRICS_KEY] = metrics
+    app[FEED_INSTANCE_KEY] = feed_instance
     app.router.add_get("/livez", livez, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/metrics", metrics_endpoint, allow_head=True)
@@ -355,6 +518,7 @@ def make_app(
     app.router.add_get("/api/v1/runs", api_runs)
     app.router.add_get("/api/v1/changes", api_changes)
     app.router.add_get("/api/v1/alerts", api_alerts)
+    app.router.add_get(FEED_PATH, atom_feed)
     return app
 
 
