@@ -484,3 +484,26 @@ secret = "{secret}"
     )
     (printed,) = daemon.alerts
     assert (printed["event"], printed["id"]) == ("script.added", alert["id"])
+
+
+async def test_a_second_sigterm_cancels_audits_at_once(
+    tmp_path: Path, sim: tuple[Simulator, str], spawn_daemon: DaemonSpawner
+) -> None:
+    fleet, base = sim
+    database = f"sqlite:///{tmp_path / 'audit.db'}"
+    config = daemon_config(
+        tmp_path / "auditor.toml", database=database, targets=targets(base, 1), grace="10m"
+    )
+    hang = fleet["pbx-0001"].add_fault("delay", endpoint="scripts", seconds=600.0, times=1)
+    daemon = await spawn_daemon(config)
+    await daemon.until(lambda: hang.fired == 1, "an audit in flight")
+    daemon.proc.send_signal(signal.SIGTERM)
+    await daemon.until(lambda: daemon.events("service.stopping"), "draining")
+    assert await daemon.stop(signal.SIGTERM, within=60) == 0  # not ten minutes
+    assert daemon.events("service.stop_now")
+    (cancelling,) = daemon.events("service.cancelling")
+    assert cancelling["why"] == "second stop signal"
+    (run,) = (await runs_by_target(database))["pbx-0001"]
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "cancelled" in run.error
