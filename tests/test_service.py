@@ -22,11 +22,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Daemon, DaemonSpawner, daemon_config
 from standardwebhooks import Webhook
 
 from auditor.config import ScheduleSettings
@@ -35,6 +35,13 @@ from auditor.model import Run, utcnow
 from auditor.service import Notifier, SqliteLock, first_run, next_run, schedule_of
 from auditor.simulator import Simulator, pbx_url, serve
 from auditor.store import Store
+
+# pytest puts tests/ on sys.path (the directory has no __init__.py), so conftest is a
+# top-level module at run time; mypy checks the directory as the package "tests".
+if TYPE_CHECKING:
+    from tests.conftest import Daemon, DaemonSpawner, daemon_config
+else:
+    from conftest import Daemon, DaemonSpawner, daemon_config
 
 EVERY = 2.0
 
