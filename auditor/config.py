@@ -137,7 +137,7 @@ class _Section(BaseModel):
 
 
 class DatabaseSettings(_Section):
-    url: str = "sqlite:///var/lib/3cx-auditor/audit.db"
+    url: str = "sqlite:////var/lib/3cx-auditor/audit.db"
 
     @field_validator("url")
     @classmethod
