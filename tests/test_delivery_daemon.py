@@ -17,14 +17,18 @@ import socket
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from conftest import DaemonSpawner, daemon_config
 
 from auditor.model import Alert
 from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Delivery, Store
+
+if TYPE_CHECKING:
+    from tests.conftest import DaemonSpawner, daemon_config
+else:
+    from conftest import DaemonSpawner, daemon_config
 
 SECRET = "whsec_" + base64.b64encode(b"kill-9-test-secret-of-32-bytes!!").decode()
 TARGET = "pbx-hq"
