@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import pathlib
 import random
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -38,7 +39,7 @@ from auditor.store import (
     driver_url,
     metadata,
 )
-from auditor.store.engine import head_revisions
+from auditor.store.engine import SCHEMA_HEAD, head_revisions
 from auditor.store.schema import chain, changes, targets, versions
 
 Bodies = dict[tuple[str, str], dict[str, Any]]
@@ -692,3 +693,58 @@ async def test_history_records_carry_what_was_committed(store: Store) -> None:
     removed = next(c for c in history if c.kind == "removed")
     assert removed.after is None
     assert _plain_mapping(removed.before) == script(2)
+
+
+def test_schema_head_constant_matches_the_migrations() -> None:
+    assert head_revisions() == {SCHEMA_HEAD}
+
+
+async def test_ensure_schema_migrates_a_new_database_and_then_only_checks(
+    tmp_path: pathlib.Path,
+) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        assert await store.ensure_schema() == SCHEMA_HEAD
+        assert await store.at_head()
+        assert await store.ensure_schema() == SCHEMA_HEAD
+    finally:
+        await store.close()
+
+
+def _old_database_with_data(path: pathlib.Path) -> None:
+    """A database at revision 0001 holding a target and a run that reference each other."""
+    import sqlite3
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"url=sqlite:///{path}", "upgrade", "0001"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute(
+            "INSERT INTO targets (id, name, url, created_at) "
+            "VALUES (1, 'pbx-old', 'https://old.example.com', '2026-01-01 00:00:00')"
+        )
+        db.execute(
+            "INSERT INTO runs (id, target_id, started_at, status) "
+            "VALUES (1, 1, '2026-01-01 00:00:00', 'ok')"
+        )
+        db.execute("UPDATE targets SET last_complete_run_id = 1")
+
+
+async def test_upgrade_keeps_a_populated_sqlite_database(tmp_path: pathlib.Path) -> None:
+    """Batch migrations copy tables on SQLite: with data and foreign keys they must still pass."""
+    path = tmp_path / "old.db"
+    await asyncio.to_thread(_old_database_with_data, path)
+    store = await Store.open(f"sqlite:///{path}")
+    try:
+        assert await store.ensure_schema() == SCHEMA_HEAD
+        (target,) = await store.targets()
+        assert (target.name, target.last_complete_run_id) == ("pbx-old", 1)
+        assert [r.id for r in await store.runs("pbx-old")] == [1]
+    finally:
+        await store.close()

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from auditor.store.engine import (
     MIGRATION_LOCK_ID,
     WRITE_OPTION,
+    check_foreign_keys,
     create_engine,
     driver_url,
 )
@@ -60,10 +61,11 @@ def _migrate(connection: Connection) -> None:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID}
             )
         context.run_migrations()
+        check_foreign_keys(connection)
 
 
 async def _migrate_own_engine(url: str) -> None:
-    engine = create_engine(driver_url(url), single_use=True)
+    engine = create_engine(driver_url(url), single_use=True, migrating=True)
     try:
         async with engine.execution_options(**{WRITE_OPTION: True}).connect() as connection:
             await connection.run_sync(_migrate)

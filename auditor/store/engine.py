@@ -19,13 +19,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -35,19 +30,30 @@ from sqlalchemy.pool import NullPool
 
 from auditor.errors import StoreError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 # The key of the PostgreSQL advisory lock that serialises migrations across replicas.
 MIGRATION_LOCK_ID = 0x3C_A0D1_7042
 WRITE_OPTION = "auditor_write"
 SCRIPT_LOCATION = "auditor:migrations"
+# The newest migration in auditor/migrations/versions (a test keeps the two equal): knowing it
+# without Alembic lets a command skip the migration machinery when there is nothing to do.
+SCHEMA_HEAD = "0004"
+
+
+class MigrationError(Exception):
+    """Alembic refused to migrate; carries its message (alembic is imported only to migrate)."""
+
 
 _FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
     SQLAlchemyError,
     OSError,
     TimeoutError,
     sqlite3.Error,
-    CommandError,
+    MigrationError,
 )
 
 
@@ -121,7 +127,22 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-def create_engine(url: URL, *, pool_size: int = 5, single_use: bool = False) -> AsyncEngine:
+def _sqlite_on_connect_migrating(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    # SQLite's ALTER TABLE cannot change most things, so Alembic's batch mode copies a table
+    # and drops the old one; with foreign keys on, dropping a referenced table fails on any
+    # database that holds data. The documented recipe: keys off while migrating (the pragma
+    # only takes effect outside a transaction, hence here), and a foreign_key_check after.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = OFF")
+    finally:
+        cursor.close()
+
+
+def create_engine(
+    url: URL, *, pool_size: int = 5, single_use: bool = False, migrating: bool = False
+) -> AsyncEngine:
     """An async engine for ``url`` (already a driver URL) with this project's set-up.
 
     Use ``engine.execution_options(auditor_write=True)`` (:data:`WRITE_OPTION`) for
@@ -132,7 +153,8 @@ def create_engine(url: URL, *, pool_size: int = 5, single_use: bool = False) -> 
         options["poolclass"] = NullPool
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, **options)
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        on_connect = _sqlite_on_connect_migrating if migrating else _sqlite_on_connect
+        event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
     if not single_use:
@@ -177,17 +199,26 @@ def translate_errors(action: str, where: str, secret: str | None = None) -> Iter
         raise StoreError(message) from exc
 
 
+# Alembic costs about a second to import: only the commands that migrate pay for it.
+
+
 def migration_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     return config
 
 
 def head_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(migration_config()).get_heads())
 
 
 def current_revisions(connection: Connection) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
     return set(MigrationContext.configure(connection).get_current_heads())
 
 
@@ -204,7 +235,7 @@ def upgrade_blocking(url: URL) -> str:
 
 
 async def _upgrade(url: URL) -> str:
-    engine = create_engine(url, single_use=True)
+    engine = create_engine(url, single_use=True, migrating=True)
     try:
         async with engine.execution_options(**{WRITE_OPTION: True}).connect() as connection:
             await connection.run_sync(_upgrade_sync)
@@ -215,6 +246,26 @@ async def _upgrade(url: URL) -> str:
 
 
 def _upgrade_sync(connection: Connection) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
     config = migration_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(config, "head")
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    """Inside the migration's transaction, with SQLite's foreign keys off: prove that no
+    reference was broken, or roll the migration back."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        table, rowid, parent = broken[0][0], broken[0][1], broken[0][2]
+        raise MigrationError(
+            f"migration left {len(broken)} broken reference(s), e.g. {table} row {rowid} -> "
+            f"{parent}; the database was not changed"
+        )

@@ -39,6 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -59,6 +60,7 @@ from auditor.model import (
     utcnow,
 )
 from auditor.store.engine import (
+    SCHEMA_HEAD,
     WRITE_OPTION,
     create_engine,
     create_thread_engine,
@@ -119,6 +121,13 @@ def _batched(values: Sequence[Any], size: int) -> Iterator[list[Any]]:
 
 def _fields(raw: Any) -> tuple[FieldChange, ...]:
     return tuple(FieldChange(f["field"], f.get("old"), f.get("new")) for f in raw or ())
+
+
+def _stamped_revisions(connection: Connection) -> set[str]:
+    if not sa_inspect(connection).has_table("alembic_version"):
+        return set()
+    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars()
+    return set(rows)
 
 
 class Store:
@@ -235,6 +244,20 @@ class Store:
         self._check_open()
         with self._errors("migration failed"):
             return await asyncio.to_thread(upgrade_blocking, driver_url(self._url))
+
+    async def ensure_schema(self) -> str:
+        """Migrate only when the schema is not at :data:`SCHEMA_HEAD`; returns the revision.
+
+        The check is one query; the migration (and the import of Alembic) happens only when
+        the database is new or older than this program.
+        """
+        self._check_open()
+        with self._errors("cannot read the schema revision"):
+            async with self._read() as conn:
+                current = await conn.run_sync(_stamped_revisions)
+        if current == {SCHEMA_HEAD}:
+            return SCHEMA_HEAD
+        return await self.upgrade()
 
     async def at_head(self) -> bool:
         with self._errors("cannot read the schema revision"):
