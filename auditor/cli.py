@@ -17,16 +17,13 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from auditor import __version__
-from auditor.alerts.delivery import DeliveryReport, deliver_once, deliverer_name
-from auditor.audit import AuditResult, audit_many
 from auditor.config import Loaded, load_settings, parse_duration
-from auditor.diff import diff
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
 from auditor.logs import alert_printer
 from auditor.logs import configure as configure_logs
@@ -40,9 +37,14 @@ from auditor.model import (
     iso,
     utcnow,
 )
-from auditor.report import HtmlReport
-from auditor.store import ChangeRecord, Store
-from auditor.xapi import XapiClient
+
+if TYPE_CHECKING:
+    from auditor.alerts.delivery import DeliveryReport
+    from auditor.audit import AuditResult
+    from auditor.store import ChangeRecord, Store
+
+# The heavy modules (SQLAlchemy, aiohttp, the sinks) are imported by the commands that use
+# them, so `check-config` or `--help` answer at once.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -122,6 +124,8 @@ def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
 
 
 async def _scripts(args: argparse.Namespace, loaded: Loaded) -> dict[str, Any]:
+    from auditor.xapi import XapiClient
+
     target = loaded.settings.target(args.target)
     async with XapiClient(target) as client:
         if args.all:
@@ -170,10 +174,12 @@ def cmd_scripts(args: argparse.Namespace) -> int:
 
 
 async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
+    from auditor.store import Store
+
     store = await Store.open(loaded.settings.database.url)
     if migrate:
         try:
-            await store.upgrade()
+            await store.ensure_schema()
         except BaseException:
             await store.close()
             raise
@@ -219,6 +225,9 @@ async def audit_targets(
     With ``on_delivery``, one short delivery pass follows the audits; what it cannot
     deliver stays in the outbox for the daemon or the next ``once``.
     """
+    from auditor.alerts.delivery import deliver_once, deliverer_name
+    from auditor.audit import audit_many
+
     settings = loaded.settings
     targets = [settings.target(n) for n in names] if names else list(settings.targets)
     if not targets:
@@ -482,6 +491,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from auditor.diff import diff
+
     async def work(store: Store) -> tuple[Snapshot, Snapshot]:
         return (
             await _complete_snapshot(store, args.run_a, "diff"),
@@ -563,6 +574,8 @@ async def _each_change(
 
 
 async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[str, int, int]:
+    from auditor.report import HtmlReport
+
     head, length = await store.chain_head()
     filters = {"target": args.target, "since": args.since, "until": args.until}
     if args.format == "html":
