@@ -76,13 +76,16 @@ def print_json(value: Any, *, lines: bool = False) -> None:
     out.flush()
 
 
-def _load(args: argparse.Namespace, *, require_targets: bool = False) -> Loaded:
+def _load(
+    args: argparse.Namespace, *, require_targets: bool = False, daemon: bool = False
+) -> Loaded:
+    """Settings for a command. ``[log] level`` is the daemon's; a one-shot command logs only
+    warnings and errors (its results are its output), ``-v`` everything."""
     loaded = load_settings(args.config)
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
-    configure_logs(
-        "debug" if args.verbose else loaded.settings.log.level, loaded.settings.log.format
-    )
+    level = loaded.settings.log.level if daemon else "warning"
+    configure_logs("debug" if args.verbose else level, loaded.settings.log.format)
     if require_targets and not loaded.settings.targets:
         where = loaded.path or "the configuration"
         raise ConfigError([f"config: targets: no [[targets]] in {where}"])
@@ -139,8 +142,8 @@ async def _scripts(args: argparse.Namespace, loaded: Loaded) -> dict[str, Any]:
         page = await client.get_failover_scripts(
             top=args.top if args.top is not None else target.page_size,
             skip=args.skip,
-            search=args.search,
-            filter=args.filter,
+            search=target.search if args.search is None else args.search,
+            filter=target.filter if args.filter is None else args.filter,
             count=args.count,
         )
         return {
@@ -304,7 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from auditor.errors import InUseError
     from auditor.service import run_service
 
-    loaded = _load(args)
+    loaded = _load(args, daemon=True)
     try:
         asyncio.run(run_service(loaded, on_alert=alert_printer()))
     except InUseError as exc:
