@@ -197,3 +197,18 @@ async def test_a_persistent_500_on_page_3_exits_1_naming_the_pbx_and_page(hq: Hq
         "pbx: hq, page 3: GetFailoverScripts $skip=200: HTTP 500 (Internal Server Error)"
     ]
     assert [r.query["$skip"] for r in hq.listing_requests()] == ["0", "100", "200"]
+
+
+async def test_the_targets_filter_and_search_apply_with_and_without_all(hq: Hq) -> None:
+    with hq.config.open("a", encoding="utf-8") as config:
+        config.write('filter = "endswith(Filename, \'.sh\')"\nsearch = "failover"\n')
+    for extra in ((), ("--all",)):
+        hq.pbx.stats.reset()
+        done = await hq.run_cli("scripts", "--target", "hq", "--json", *extra)
+        assert done.code == 0, done.stderr
+        names = [item["Filename"] for item in json.loads(done.stdout)["items"]]
+        assert names
+        assert all(n.endswith(".sh") and "failover" in n.lower() for n in names)
+        for record in hq.listing_requests():
+            assert record.query["$filter"] == "endswith(Filename, '.sh')"
+            assert record.query["$search"] == "failover"
