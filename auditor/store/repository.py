@@ -493,38 +493,36 @@ class Store:
             return await self._transact(partial(self._commit, outcome), write=True)
 
     def _commit(self, outcome: RunOutcome, conn: Connection) -> list[Alert]:
-        head = (
-            conn.execute(
-                select(targets.c.name, targets.c.last_complete_run_id).where(
-                    targets.c.id == outcome.target_id
-                )
-            )
-        ).one_or_none()
-        if head is None:
-            raise StoreError(f"database {self.url_for_display}: no target {outcome.target_id}")
-        updated = conn.execute(
-            update(runs)
-            .where(runs.c.id == outcome.run_id, runs.c.target_id == outcome.target_id)
-            .values(
-                status=outcome.status,
-                finished_at=outcome.finished_at,
-                pages=outcome.pages,
-                items=outcome.items,
-                reported_count=outcome.reported_count,
-                error=outcome.error,
-                suppressed=outcome.suppressed,
-            )
-        )
-        if updated.rowcount != 1:
+        finished = {
+            "b_run": outcome.run_id,
+            "b_target": outcome.target_id,
+            "status": outcome.status,
+            "finished_at": outcome.finished_at,
+            "pages": outcome.pages,
+            "items": outcome.items,
+            "reported_count": outcome.reported_count,
+            "error": outcome.error,
+            "suppressed": outcome.suppressed,
+        }
+        # The target row is read only when something needs it (its name for alerts and the
+        # chain, its last complete run for versions): not on a quiet run.
+        head = None
+        if outcome.events or (outcome.status == "ok" and outcome.changes):
+            head = conn.execute(_TARGET_HEAD, {"b_target": outcome.target_id}).one_or_none()
+        if conn.execute(_FINISH_RUN, finished).rowcount != 1:
+            head = head or conn.execute(_TARGET_HEAD, {"b_target": outcome.target_id}).one_or_none()
+            if head is None:
+                raise StoreError(f"database {self.url_for_display}: no target {outcome.target_id}")
             raise StoreError(f"run {outcome.run_id} of {head.name} does not exist")
+        name = head.name if head is not None else ""
         if outcome.status == "ok":
-            self._record_contents(conn, outcome, head.name, head.last_complete_run_id)
+            if head is not None:
+                self._record_contents(conn, outcome, name, head.last_complete_run_id)
             conn.execute(
-                update(targets)
-                .where(targets.c.id == outcome.target_id)
-                .values(last_complete_run_id=outcome.run_id)
+                _SET_LAST_COMPLETE,
+                {"b_target": outcome.target_id, "last_complete_run_id": outcome.run_id},
             )
-        return self._record_alerts(conn, outcome, head.name)
+        return self._record_alerts(conn, outcome, name)
 
     def _record_contents(
         self, conn: Connection, outcome: RunOutcome, target: str, previous: int | None
@@ -1550,6 +1548,14 @@ _CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash)
     versions.c.target_id == bindparam("target_id"), versions.c.last_run_id.is_(None)
 )
 _ALERT_STATES = select(alerts).where(alerts.c.target_id == bindparam("target_id"))
+_TARGET_HEAD = select(targets.c.name, targets.c.last_complete_run_id).where(
+    targets.c.id == bindparam("b_target")
+)
+# The SET clauses come from the parameters' column names.
+_FINISH_RUN = update(runs).where(
+    runs.c.id == bindparam("b_run"), runs.c.target_id == bindparam("b_target")
+)
+_SET_LAST_COMPLETE = update(targets).where(targets.c.id == bindparam("b_target"))
 
 
 def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
