@@ -688,23 +688,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def alert(item: Alert) -> None:
         colour = "green" if item.status == "resolved" else colours.get(item.severity, "white")
+        at = iso(item.at)[11:19]
         console.print(
-            f"  [{colour}]{item.status:8} {item.kind:24}[/] {item.message}", highlight=False
+            f"  {at} [{colour}]{item.status:8} {item.kind:24}[/] {item.message}", highlight=False
         )
-
-    def result(item: AuditResult) -> None:
-        console.print(f"  [dim]{_summary(item)}[/]", highlight=False)
 
     with tempfile.TemporaryDirectory(prefix="3cx-auditor-demo-") as tmp:
         workdir = Path(args.keep) if args.keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        summary = asyncio.run(
-            run_demo(workdir, on_step=step, on_alert=alert, on_result=result, pause=args.pause)
+        console.print(
+            f"3cx-auditor demo: the daemon audits two simulated PBXs every {args.every:g}s; "
+            "Ctrl-C stops it early."
         )
-        console.rule("[bold]Recorded")
+        summary = asyncio.run(run_demo(workdir, on_step=step, on_alert=alert, every=args.every))
+        console.rule("[bold]Recorded" + (" (interrupted)" if summary.interrupted else ""))
+        runs = ", ".join(f"{n} {status}" for status, n in sorted(summary.runs.items()))
         alerts = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.alerts.items()))
-        console.print(f"  runs: {summary.runs}; changes in the history: {summary.changes}")
-        console.print(f"  alerts: {alerts}")
+        console.print(f"  runs: {runs}; changes in the history: {summary.changes}")
+        console.print(f"  alerts: {alerts or 'none'}")
         state = "intact" if summary.verify.ok else f"BROKEN at {summary.verify.first_bad}"
         console.print(f"  hash chain: {state}, head {summary.verify.head[:16]}...")
         if args.keep:
@@ -789,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="simulator + auditor on a temporary SQLite: the whole flow in one command"
     )
     sub.add_argument(
-        "--pause", type=float, default=1.5, metavar="SECONDS", help="pause between audits"
+        "--every", type=float, default=8.0, metavar="SECONDS", help="audit interval (8)"
     )
     sub.add_argument("--keep", metavar="DIR", help="keep the database and config in DIR")
     sub.set_defaults(handler=cmd_demo)

@@ -1,24 +1,28 @@
-"""``demo``: the whole flow against the built-in simulator, on a throw-away SQLite database.
+"""``demo``: the daemon against the built-in simulator, on a throw-away SQLite database.
 
-Two simulated PBXs are audited several times; between the audits the simulated PBXs change
-the way real ones do (a script added, one removed, the failover mode switched, a script
-disconnected, the PBX down and back), so every kind of alert shows up once. What to show
-and how is the caller's business: steps and alerts arrive through callbacks.
+Two simulated PBXs are audited by the real daemon (:class:`auditor.service.Service`) on a
+short schedule; between the audits the simulated PBXs change the way real ones do (a script
+added, the pre-start script removed, the failover mode switched, a script disconnected, the
+PBX down and back), so every kind of alert shows up as it happens. It stops by itself after
+the last step (about a minute), or on Ctrl-C, and sums up what it recorded. What to show and
+how is the caller's business: steps and alerts arrive through callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from auditor.audit import AuditResult, audit_many
 from auditor.config import load_settings
-from auditor.model import Alert
+from auditor.model import Alert, utcnow
+from auditor.service import Service
 from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Store, VerifyResult
 
@@ -29,23 +33,32 @@ SECRET_ENV = "AUDITOR_DEMO_CLIENT_SECRET"  # noqa: S105  (a variable name, not a
 @dataclass(frozen=True, slots=True)
 class DemoSummary:
     database: Path
-    runs: int
+    runs: dict[str, int]
     changes: int
     alerts: dict[str, int]
     verify: VerifyResult
-    results: tuple[AuditResult, ...]
+    interrupted: bool
 
 
-def _config(database: Path, base: str) -> str:
+def _config(database: Path, base: str, every: float) -> str:
     return f"""
 [database]
 url = "sqlite:///{database}"
+
+[schedule]
+every = "{every}s"
+jitter = "0s"
+tick = "250ms"
 
 [alerts]
 disconnected_after = 2
 
 [audit]
 timeout = "30s"
+shutdown_grace = "5s"
+
+[http]
+listen = "127.0.0.1:0"
 
 [log]
 level = "error"
@@ -55,8 +68,8 @@ name = "pbx-hq"
 url = "{base}/pbx-hq"
 client_id = "auditor"
 client_secret_env = "{SECRET_ENV}"
-retries = 1
-request_timeout = "5s"
+retries = 0
+request_timeout = "3s"
 
 [[targets]]
 name = "pbx-branch"
@@ -67,13 +80,23 @@ page_size = 50
 """
 
 
+async def _audited_since(store: Store, since: datetime, targets: int) -> None:
+    """Wait until every target has a finished run that started after ``since``: one that
+    began before a change of the simulated PBX may not have seen it."""
+    while True:
+        runs = await store.runs(limit=4 * targets, newest_first=True)
+        done = {r.target for r in runs if r.started_at > since and r.status != "running"}
+        if len(done) >= targets:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def run_demo(
     workdir: Path,
     *,
     on_step: StepCallback,
     on_alert: Callable[[Alert], None],
-    on_result: Callable[[AuditResult], None],
-    pause: float = 1.5,
+    every: float = 8.0,
 ) -> DemoSummary:
     """Run the demo in ``workdir`` (the database and config are written there)."""
     secret = secrets.token_urlsafe(24)
@@ -81,14 +104,13 @@ async def run_demo(
     branch = Pbx("pbx-branch", scripts=8, seed=3, client_secret=secret)
     sim = Simulator([hq, branch])
     scripts = hq.filenames
+    pre_start = str(hq.settings.get("PreStartScript"))
     database = workdir / "audit.db"
     config = workdir / "auditor.toml"
     os.environ[SECRET_ENV] = secret
 
     async def nothing() -> None:
         return None
-
-    pre_start = str(hq.settings.get("PreStartScript"))
 
     async def change_hq() -> None:
         hq.add_script("failover-post-restore-dns.sh", state="Connected")
@@ -107,34 +129,46 @@ async def run_demo(
         hq.set_state(scripts[10], "Connected")
         hq.add_script(pre_start, state="Connected")
 
-    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("First audit of both PBXs: the baseline (no change alerts)", nothing),
-        ("On pbx-hq a script is added, the pre-start script removed, the mode switched", change_hq),
-        ("A failover script on pbx-hq reports State = Disconnected", disconnect),
-        ("pbx-hq stops answering (1st failed audit)", down),
-        ("pbx-hq still down (2nd failed audit: target.disconnected)", nothing),
-        ("pbx-hq is back, its script reconnected, the pre-start script restored", back),
-        ("Nothing changed: no alerts, one run row each", nothing),
+    steps: list[tuple[str, Callable[[], Awaitable[None]], int]] = [
+        ("The daemon audits both PBXs: the baseline (no change alerts)", nothing, 1),
+        ("On pbx-hq: a script added, the pre-start script removed, mode switched", change_hq, 1),
+        ("A failover script on pbx-hq reports State = Disconnected", disconnect, 1),
+        ("pbx-hq stops answering: two failed audits in a row", down, 2),
+        ("pbx-hq is back, its script reconnected, the pre-start script restored", back, 1),
+        ("Nothing changed: no alerts, one run row per audit", nothing, 1),
     ]
-    results: list[AuditResult] = []
     async with serve(sim) as base:
-        config.write_text(_config(database, base))
+        config.write_text(_config(database, base, every))
         config.chmod(0o600)
-        settings = load_settings(config).settings
-        store = await Store.open(settings.database.url)
-        try:
-            await store.upgrade()
-            for number, (title, action) in enumerate(steps, 1):
+        loaded = load_settings(config)
+        service = Service(loaded, on_alert=on_alert)
+        daemon = asyncio.create_task(service.run())
+        store = await Store.open(loaded.settings.database.url)
+
+        async def script() -> None:
+            # The service shows its readiness as flags (for /readyz), not as an event.
+            while not (service.state.migrations_at_head and service.state.scheduler_running):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            for number, (title, action, rounds) in enumerate(steps, 1):
                 await action()
                 on_step(number, title)
-                batch = await audit_many(
-                    settings, store, settings.targets, on_alert=on_alert, on_done=on_result
-                )
-                results.extend(batch)
-                if number < len(steps):
-                    await asyncio.sleep(pause)
+                for _ in range(rounds):
+                    await _audited_since(store, utcnow(), len(loaded.settings.targets))
+
+        try:
+            story = asyncio.create_task(script())
+            await asyncio.wait({daemon, story}, return_when=asyncio.FIRST_COMPLETED)
+            interrupted = not story.done()
+            if interrupted:
+                story.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await story
+            else:
+                story.result()
+                service.request_stop()
+            await daemon
             verify = await store.verify()
-            runs = await store.runs(limit=None)
+            runs = Counter(str(r.status) for r in await store.runs(limit=None))
             changes = await store.changes(limit=None)
             alerts = await store.alert_events(limit=None)
         finally:
@@ -142,9 +176,9 @@ async def run_demo(
             os.environ.pop(SECRET_ENV, None)
     return DemoSummary(
         database=database,
-        runs=len(runs),
+        runs=dict(runs),
         changes=len(changes),
         alerts=dict(Counter(a.kind for a in alerts)),
         verify=verify,
-        results=tuple(results),
+        interrupted=interrupted,
     )
