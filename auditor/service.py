@@ -649,6 +649,8 @@ class Service:
                 return
         if report.pending is not None and report.dead_total is not None:
             self.metrics.set_outbox(report.dead_total, report.pending)
+            # Dead deliveries do not make the replica unready, but /readyz shows them.
+            self.state.detail["outbox"] = {"pending": report.pending, "dead": report.dead_total}
 
     async def _replace_sinks(self, settings: Settings) -> None:
         async with self._delivery_lock:

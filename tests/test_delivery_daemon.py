@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from auditor.model import Alert
@@ -60,6 +61,7 @@ async def test_kill_9_with_undelivered_alerts_then_restart_delivers_all_once(
     tmp_path: Path, spawn_daemon: DaemonSpawner
 ) -> None:
     port = free_port()
+    http_port = free_port()
     accepted: list[tuple[str, dict[str, Any]]] = []
     forged = 0
 
@@ -83,6 +85,7 @@ async def test_kill_9_with_undelivered_alerts_then_restart_delivers_all_once(
             database=database,
             targets=[(TARGET, f"{base}/hq")],
             every="1s",
+            listen=f"127.0.0.1:{http_port}",
             extra=f"""
 [alerts]
 delivery_retry_min = "100ms"
@@ -107,6 +110,17 @@ secret_env = "TEST_WEBHOOK_SECRET"
             return len(pending) >= 5 and pending[0].attempts >= 3
 
         await daemon.until(piled_up, "five pending deliveries, the first tried three times")
+
+        async def readyz_shows_the_outbox() -> bool:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{http_port}/readyz") as response,
+            ):
+                body = await response.json()
+            outbox = body.get("outbox") or {}
+            return response.status == 200 and outbox.get("pending", 0) >= 5
+
+        await daemon.until(readyz_shows_the_outbox, "/readyz showing the pending deliveries")
         daemon.proc.send_signal(signal.SIGKILL)
         assert await daemon.exited() == -signal.SIGKILL
         before, _events = await read_outbox(database)
