@@ -261,6 +261,7 @@ def _target_json(row: TargetRow) -> JSON:
         "lease_owner": row.lease_owner,
         "lease_until": iso(row.lease_until) if row.lease_until else None,
         "last_complete_run_id": row.last_complete_run_id,
+        "active": row.active,
     }
 
 

@@ -30,7 +30,7 @@ from auditor.audit import AuditResult, audit_many
 from auditor.config import AlertsSettings, DatabaseSettings, Settings, TargetSettings
 from auditor.errors import ConfigError
 from auditor.metrics import RUN_STATUSES, Metrics
-from auditor.model import ALERT_KINDS, iso
+from auditor.model import ALERT_KINDS, iso, utcnow
 from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Store
 from auditor.web import ServiceState, base_url, encode_cursor, make_app, start_http
@@ -41,7 +41,15 @@ CHANGE_KEYS = {"id", "run_id", "target", "collection", "key", "kind", "before", 
 CHANGE_KEYS |= {"fields", "at", "hash", "prev_hash"}
 ALERT_KEYS = {"id", "fingerprint", "kind", "severity", "status", "target", "collection", "key"}
 ALERT_KEYS |= {"run_id", "at", "message", "fields"}
-TARGET_KEYS = {"name", "url", "next_run_at", "lease_owner", "lease_until", "last_complete_run_id"}
+TARGET_KEYS = {
+    "name",
+    "url",
+    "next_run_at",
+    "lease_owner",
+    "lease_until",
+    "last_complete_run_id",
+    "active",
+}
 
 
 @dataclass
@@ -384,6 +392,18 @@ async def test_targets(served: Served) -> None:
         assert item["last_complete_run_id"] == by_name[item["name"]].last_complete_run_id
     status, body, _ = await served.get("/api/v1/targets", params={"target": "pbx-hq"})
     assert [t["name"] for t in body["items"]] == ["pbx-hq"]
+    assert body["items"][0]["active"] is True
+
+
+async def test_a_target_that_left_the_configuration_is_listed_inactive(served: Served) -> None:
+    store = served.recorded.store
+    rows = await store.targets()
+    kept = rows[0]
+    await store.sync_targets([(kept.name, kept.url)], lambda _name: utcnow())
+    _status, body, _ = await served.get("/api/v1/targets")
+    assert {t["name"]: t["active"] for t in body["items"]} == {
+        r.name: r.name == kept.name for r in rows
+    }
 
 
 async def test_target_filter(served: Served) -> None:

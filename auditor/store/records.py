@@ -154,6 +154,8 @@ class TargetRow:
     lease_until: datetime | None
     last_complete_run_id: int | None
     created_at: datetime
+    # False once the target left the configuration: its record stays, it is not scheduled.
+    active: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,6 +291,7 @@ class Store:
                 lease_until=r.lease_until,
                 last_complete_run_id=r.last_complete_run_id,
                 created_at=r.created_at,
+                active=r.active,
             )
             for r in rows
         ]
