@@ -17,7 +17,7 @@ import socket
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -25,11 +25,7 @@ from aiohttp import web
 from auditor.model import Alert
 from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Delivery, Store
-
-if TYPE_CHECKING:
-    from tests.conftest import DaemonSpawner, daemon_config
-else:
-    from conftest import DaemonSpawner, daemon_config
+from tests.conftest import DaemonSpawner, daemon_config
 
 SECRET = "whsec_" + base64.b64encode(b"kill-9-test-secret-of-32-bytes!!").decode()
 TARGET = "pbx-hq"

@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,10 +22,7 @@ from auditor.store import RunOutcome, Store
 
 # pytest puts tests/ on sys.path (the directory has no __init__.py), so conftest is a
 # top-level module at run time; mypy checks the directory as the package "tests".
-if TYPE_CHECKING:
-    from tests.conftest import DaemonSpawner, daemon_config
-else:
-    from conftest import DaemonSpawner, daemon_config
+from tests.conftest import DaemonSpawner, daemon_config
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)

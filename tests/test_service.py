@@ -22,7 +22,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
@@ -38,10 +37,7 @@ from auditor.store import Store
 
 # pytest puts tests/ on sys.path (the directory has no __init__.py), so conftest is a
 # top-level module at run time; mypy checks the directory as the package "tests".
-if TYPE_CHECKING:
-    from tests.conftest import Daemon, DaemonSpawner, daemon_config
-else:
-    from conftest import Daemon, DaemonSpawner, daemon_config
+from tests.conftest import Daemon, DaemonSpawner, daemon_config
 
 EVERY = 2.0
 
