@@ -138,7 +138,7 @@ async def audit_target(
 
     finished = utcnow()
     baseline = previous_run is None
-    state = await store.previous_state(target_id, hashes=fetched is not None and not baseline)
+    state = start.previous
     if fetched is not None:
         current = fetched.snapshot
         previous = await _previous_snapshot(store, target_id, state.hashes, current)

@@ -1,4 +1,5 @@
-"""The store calls an audit makes on every tick: start_run, previous_state, current_items.
+"""The store calls an audit makes on every tick: start_run (with the previous state), and
+current_items when something changed.
 
 Against real SQLite files and a real PostgreSQL (``store`` fixture in conftest.py).
 """
@@ -20,6 +21,7 @@ def body(name: str, state: str = "Connected") -> dict[str, str]:
 async def test_start_run_creates_the_target_once_and_follows_its_url(store: Store) -> None:
     first = await store.start_run("hq", "https://hq.example", T0)
     assert first.previous_run_id is None
+    assert (dict(first.previous.hashes), dict(first.previous.alerts)) == ({}, {})
     again = await store.start_run("hq", "https://hq2.example", T0)
     assert again.target_id == first.target_id
     assert again.run_id > first.run_id
@@ -70,6 +72,7 @@ async def test_previous_state_has_the_current_hashes_and_alert_states(store: Sto
     assert second.previous_run_id == start.run_id
 
     previous = await store.previous_state(second.target_id)
+    assert second.previous == previous
     assert dict(previous.hashes) == {
         (SCRIPTS, "a.sh"): content_hash(body("a.sh")),
         (SCRIPTS, "b.sh"): content_hash(body("b.sh")),
@@ -94,6 +97,7 @@ async def test_previous_state_has_the_current_hashes_and_alert_states(store: Sto
     )
     third = await store.start_run("hq", "https://hq.example", T0)
     hashes = (await store.previous_state(third.target_id)).hashes
+    assert third.previous.hashes == hashes
     assert dict(hashes) == {
         (SCRIPTS, "b.sh"): content_hash(body("b.sh", "Disconnected")),
         (SETTINGS, SETTINGS_KEY): content_hash(settings),

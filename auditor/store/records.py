@@ -58,12 +58,15 @@ class AlertState:
 class RunStart:
     """A run just recorded as ``running`` by :meth:`~auditor.store.Store.start_run`.
 
-    ``previous_run_id`` is the target's last complete run (None before its baseline).
+    ``previous_run_id`` is the target's last complete run (None before its baseline);
+    ``previous`` what the run compares against, as :meth:`~auditor.store.Store.previous_state`
+    reads it (empty before the baseline).
     """
 
     target_id: int
     run_id: int
     previous_run_id: int | None
+    previous: PreviousState
 
 
 @dataclass(frozen=True, slots=True)

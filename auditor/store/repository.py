@@ -308,9 +308,10 @@ class Store:
                 return int((await conn.execute(stmt)).scalar_one())
 
     async def start_run(self, name: str, url: str, started_at: datetime) -> RunStart:
-        """:meth:`ensure_target` and :meth:`begin_run` in one transaction.
+        """:meth:`ensure_target`, :meth:`begin_run` and :meth:`previous_state` in one
+        transaction.
 
-        An audit does this for every target on every tick: one transaction instead of two,
+        An audit does this for every target on every tick: one transaction instead of three,
         and the target row is written only when it is new or its URL changed.
         """
 
@@ -329,7 +330,8 @@ class Store:
                     conn.execute(update(targets).where(targets.c.id == target_id).values(url=url))
             values = {"target_id": target_id, "started_at": started_at, "status": "running"}
             run_id = int(conn.execute(_NEW_RUN, values).scalar_one())
-            return RunStart(target_id=target_id, run_id=run_id, previous_run_id=previous)
+            state = _previous_state(conn, target_id, hashes=previous is not None)
+            return RunStart(target_id, run_id, previous_run_id=previous, previous=state)
 
         with self._errors(f"cannot start a run of target {name}"):
             return await self._transact(work, write=True)
@@ -425,16 +427,10 @@ class Store:
         """The content hashes of the target's current items and its alert states, in one
         read. ``hashes=False`` (a failed run, or no baseline yet) skips the items."""
 
-        def work(conn: Connection) -> PreviousState:
-            found: dict[tuple[str, str], str] = {}
-            if hashes:
-                result = conn.execute(_CURRENT_HASHES, {"target_id": target_id})
-                found = {(c, k): h for c, k, h in result}
-            rows = conn.execute(_ALERT_STATES, {"target_id": target_id}).all()
-            return PreviousState(hashes=found, alerts=_alert_states(rows))
-
         with self._errors("cannot read the previous state"):
-            return await self._transact(work, write=False)
+            return await self._transact(
+                partial(_previous_state, target_id=target_id, hashes=hashes), write=False
+            )
 
     async def current_items(self, target_id: int, keys: Collection[tuple[str, str]]) -> list[Item]:
         """The current items (with their bodies) of the target named by ``(collection, key)``;
@@ -1518,6 +1514,15 @@ def _delivery(r: Row[Any]) -> Delivery:
         dead=bool(r.dead),
         last_error=r.last_error,
     )
+
+
+def _previous_state(conn: Connection, target_id: int, *, hashes: bool) -> PreviousState:
+    found: dict[tuple[str, str], str] = {}
+    if hashes:
+        result = conn.execute(_CURRENT_HASHES, {"target_id": target_id})
+        found = {(c, k): h for c, k, h in result}
+    rows = conn.execute(_ALERT_STATES, {"target_id": target_id}).all()
+    return PreviousState(hashes=found, alerts=_alert_states(rows))
 
 
 def _alert_states(rows: Sequence[Row[Any]]) -> dict[str, AlertState]:
