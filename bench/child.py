@@ -1,9 +1,11 @@
 """One measurement in a fresh process: ``python -m bench.child JOB_JSON``.
 
 A job is ``{"mode": "floor" | "audit", "base", "pbxs": [[name, scripts], ...],
-"concurrency", "cycles", "database" (audit only), "expect": "baseline" | "steady"}``.
-The process runs ``cycles`` cycles, checks that each did the whole job, and prints one JSON
-line ``{"times": [seconds, ...], "rss_kb": peak resident set, "requests": per cycle}``.
+"concurrency", "warmup", "cycles", "database" (audit only), "expect": "baseline" |
+"steady"}``. The process runs ``warmup`` untimed cycles, then ``cycles`` timed ones, checks
+that each did the whole job, and prints one JSON line ``{"times": [seconds, ...], "rss_kb":
+peak resident set, "requests": per cycle}``. A warm-up cycle pays what a long-running
+service pays once (imports done on first use, statement caches, pools).
 
 The floor is what no auditor can beat: the same requests as an audit (one login per PBX,
 every page with the same ``$top``/``$skip``/``$count=true``, the settings), one connection
@@ -87,12 +89,14 @@ async def floor_cycle(base: str, pbxs: Sequence[tuple[str, int]], concurrency: i
 
 async def run_floor(job: dict[str, Any]) -> dict[str, Any]:
     pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
+    warmup = int(job.get("warmup", 0))
     times: list[float] = []
     requests = 0
-    for _ in range(int(job["cycles"])):
+    for index in range(warmup + int(job["cycles"])):
         started = time.perf_counter()
         requests = await floor_cycle(job["base"], pbxs, int(job["concurrency"]))
-        times.append(time.perf_counter() - started)
+        if index >= warmup:
+            times.append(time.perf_counter() - started)
     return {"times": times, "requests": requests}
 
 
@@ -124,14 +128,16 @@ async def run_audit(job: dict[str, Any]) -> dict[str, Any]:
         ),
     )
     baseline = job["expect"] == "baseline"
+    warmup = int(job.get("warmup", 0))
     times: list[float] = []
     requests = 0
     store = await Store.open(settings.database.url)
     try:
-        for _ in range(int(job["cycles"])):
+        for index in range(warmup + int(job["cycles"])):
             started = time.perf_counter()
             results = await audit_many(settings, store, settings.targets)
-            times.append(time.perf_counter() - started)
+            if index >= warmup:
+                times.append(time.perf_counter() - started)
             requests = 0
             for result in results:
                 if not result.ok or result.items != expected[result.target]:

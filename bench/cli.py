@@ -1,9 +1,9 @@
 """``python -m bench [--quick] [--only sqlite|postgresql] [--reps N] [--json]``.
 
-For each scenario and database: the floor (``reps`` cycles in one process), ``reps``
-baseline cycles (each on a fresh database, each in a fresh process), then ``reps`` no-change
-cycles in one fresh process on the last baseline's database. Times are medians; peak RSS is
-the largest of the processes; database growth is per PBX and per cycle.
+For each scenario and database, ``reps`` rounds (see :func:`measure`) of: the floor, the
+baseline cycle on a fresh database, the no-change cycle on that database. Times are medians
+over the rounds, ratios the medians of each round's audit over its floor; peak RSS is the
+largest of the processes; database growth is per PBX and per cycle.
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ class Row:
     baseline: Measure
     steady: Measure
 
+    def ratio(self, m: Measure) -> float:
+        """The median of the rounds' ratios, each audit over the floor of its own round."""
+        return statistics.median(t / f for t, f in zip(m.times, self.floor.times, strict=True))
+
     def as_json(self) -> dict[str, Any]:
         def part(m: Measure, ratio: bool = True) -> dict[str, Any]:
             out: dict[str, Any] = {
@@ -93,7 +97,7 @@ class Row:
                 "requests": m.requests,
             }
             if ratio:
-                out["ratio"] = round(m.seconds / self.floor.seconds, 3)
+                out["ratio"] = round(self.ratio(m), 3)
                 out["db_alloc_bytes_per_pbx"] = _round(m.alloc_per_pbx)
                 out["db_used_bytes_per_pbx"] = _round(m.used_per_pbx)
             return out
@@ -166,43 +170,44 @@ def measure(
     concurrency: int,
     progress: bool,
 ) -> Row:
+    """``reps`` rounds of: the floor, a baseline on a fresh database, a no-change cycle on it.
+
+    Each in a fresh process; the floor and the no-change cycle after one warm-up cycle in
+    that process. Rounds pair each audit with a floor taken moments before it, so that a
+    machine busy with something else for a while slows both sides of a ratio alike.
+    """
     pbxs = [list(p) for p in scenario.pbxs]
     common = {"base": base, "pbxs": pbxs, "concurrency": concurrency}
-
-    def say(what: str) -> None:
-        if progress:
-            print(f"bench: {scenario.label}, {dbs.kind}: {what}", file=sys.stderr, flush=True)
-
-    say("floor")
-    floor = Measure()
-    floor.add(_child({**common, "mode": "floor", "cycles": reps}))
-
-    baseline = Measure()
+    floor, baseline, steady = Measure(), Measure(), Measure()
     grown: list[Size] = []
-    url = ""
+    added: list[Size] = []
     for rep in range(reps):
-        say(f"baseline {rep + 1}/{reps}")
-        if url:
-            dbs.drop(url)
+        if progress:
+            print(
+                f"bench: {scenario.label}, {dbs.kind}: round {rep + 1}/{reps}",
+                file=sys.stderr,
+                flush=True,
+            )
+        floor.add(_child({**common, "mode": "floor", "warmup": 1, "cycles": 1}))
         url = dbs.fresh()
-        before = dbs.size(url)
-        baseline.add(
-            _child({**common, "mode": "audit", "database": url, "cycles": 1, "expect": "baseline"})
-        )
-        grown.append(dbs.size(url) - before)
+        try:
+            before = dbs.size(url)
+            job = {**common, "mode": "audit", "database": url, "cycles": 1}
+            baseline.add(_child({**job, "expect": "baseline"}))
+            middle = dbs.size(url)
+            steady.add(_child({**job, "warmup": 1, "expect": "steady"}))
+            after = dbs.size(url)
+        finally:
+            dbs.drop(url)
+        grown.append(middle - before)
+        added.append(after - middle)
     baseline.alloc_per_pbx = statistics.median(g.alloc for g in grown) / len(pbxs)
     baseline.used_per_pbx = statistics.median(g.used for g in grown) / len(pbxs)
-
-    say(f"no-change x{reps}")
-    steady = Measure()
-    before = dbs.size(url)
-    steady.add(
-        _child({**common, "mode": "audit", "database": url, "cycles": reps, "expect": "steady"})
-    )
-    added = dbs.size(url) - before
-    steady.alloc_per_pbx = added.alloc / (reps * len(pbxs))
-    steady.used_per_pbx = added.used / (reps * len(pbxs))
-    dbs.drop(url)
+    # Two no-change cycles per round (the warm-up and the timed one), summed over the rounds:
+    # one PBX's run row is far smaller than a page, so one cycle alone mostly measures 0.
+    cycles = 2 * reps * len(pbxs)
+    steady.alloc_per_pbx = sum(a.alloc for a in added) / cycles
+    steady.used_per_pbx = sum(a.used for a in added) / cycles
     return Row(scenario, dbs.kind, floor, baseline, steady)
 
 
@@ -239,7 +244,7 @@ def table(rows: Sequence[Row]) -> str:
                     name,
                     f"{m.seconds:.3f} s",
                     f"{row.floor.seconds:.3f} s",
-                    f"{m.seconds / row.floor.seconds:.2f}",
+                    f"{row.ratio(m):.2f}",
                     _mb(m.rss_kb),
                     _bytes(m.alloc_per_pbx),
                     _bytes(m.used_per_pbx),
@@ -265,7 +270,7 @@ def check_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
         where = f"{row.scenario.label}, {row.database}"
         if row.database == "sqlite":
             # The steady state: what the service does on every tick once it has a baseline.
-            ratio = row.steady.seconds / row.floor.seconds
+            ratio = row.ratio(row.steady)
             checks.append(
                 {
                     "what": f"ratio to floor, no-change, {where}",
@@ -384,12 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     print(
-        f"One audit cycle, median of {args.reps}; floor = the same requests from a bare aiohttp "
-        f"loop; concurrency {args.concurrency}; {elapsed:.0f} s in all."
+        f"One audit cycle, median of {args.reps} rounds; floor = the same requests from a bare "
+        f"aiohttp loop; ratio = median of audit/floor per round; concurrency "
+        f"{args.concurrency}; {elapsed:.0f} s in all."
     )
-    print(table(rows))
     for note in notes:
         print(f"note: {note}")
+    if rows:
+        print(table(rows))
     for check in checks:
         verdict = "ok" if check["ok"] else "MISSED"
         print(f"target {verdict:6} {check['what']}: {check['value']} (limit {check['limit']})")
