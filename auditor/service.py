@@ -303,6 +303,9 @@ class Service:
         self._clients: dict[str, XapiClient] = {}
         self._audits: dict[int, _Audit] = {}
         self._tick_lock = asyncio.Lock()
+        # The last claim took as many targets as it had free slots: more may be due.
+        self._backlog = False
+        self._refill_pending = False
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -503,11 +506,35 @@ class Service:
             else:
                 self._database_answered()
 
+    def _audit_ended(self) -> None:
+        # A slot freed while targets wait is filled now, not at the next tick: otherwise a
+        # tick would start at most max_concurrent audits, however short they are, and a
+        # fleet due faster than max_concurrent per tick would fall further behind each
+        # round. Without a backlog (the last claim found fewer due targets than it could
+        # take), the next tick is soon enough, and no claim is made for nothing.
+        if self._backlog and not self._draining and not self._refill_pending:
+            self._refill_pending = True
+            self._spawn(self._refill())
+
+    async def _refill(self) -> None:
+        async with self._tick_lock:
+            # Audits ending from here on ask for a claim of their own.
+            self._refill_pending = False
+            if self._draining:
+                return
+            now = utcnow()
+            try:
+                await self._claim(now)
+            except StoreError as exc:
+                self._database_failed(now, exc)
+
     async def _claim(self, now: datetime) -> None:
         free = self._settings.audit.max_concurrent - len(self._audits)
         if free <= 0:
+            self._backlog = True
             return
         claims = await self.store.claim_due(self.owner, now, free, lease_for(self._settings))
+        self._backlog = len(claims) >= free
         targets = self._targets
         unknown = []
         for claim in claims:
@@ -558,6 +585,7 @@ class Service:
             await self._finish(claim)
         finally:
             self._audits.pop(claim.id, None)
+            self._audit_ended()
 
     async def _finish(self, claim: ClaimedTarget) -> None:
         now = utcnow()

@@ -510,3 +510,31 @@ async def test_a_second_sigterm_cancels_audits_at_once(
     assert run.status == "failed"
     assert run.error is not None
     assert "cancelled" in run.error
+
+
+async def test_a_slot_freed_while_targets_wait_is_filled_without_waiting_for_a_tick(
+    tmp_path: Path, sim: tuple[Simulator, str], spawn_daemon: DaemonSpawner
+) -> None:
+    _fleet, base = sim
+    database = f"sqlite:///{tmp_path / 'audit.db'}"
+    # One slot, three targets due at once, and no tick after the first for an hour: each
+    # audit that ends must start the next, or two targets wait the hour.
+    config = daemon_config(
+        tmp_path / "auditor.toml",
+        database=database,
+        targets=targets(base, 1, 2, 3),
+        every="1h",
+        tick="1h",
+        max_concurrent=1,
+    )
+    daemon = await spawn_daemon(config)
+    names = ("pbx-0001", "pbx-0002", "pbx-0003")
+    await daemon.until(
+        lambda: all(audits(daemon, name) >= 1 for name in names), "an audit of each target"
+    )
+    assert await daemon.stop() == 0
+    grouped = await runs_by_target(database)
+    assert sorted(grouped) == list(names)
+    everything = sorted((r for runs in grouped.values() for r in runs), key=lambda r: r.started_at)
+    assert [r.status for r in everything] == ["ok"] * 3
+    assert_never_overlapping(everything)  # still one at a time
