@@ -1,0 +1,72 @@
+"""The module picture of DESIGN.md is one-directional: a module imports only modules above it."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "auditor"
+
+
+def layers() -> list[str]:
+    """The names under ``auditor/`` in the layout block of DESIGN.md, top first."""
+    text = (ROOT / "DESIGN.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    body = block.split("auditor/\n", 1)[1]
+    names = []
+    for line in body.splitlines():
+        found = re.match(r"^  (\w+)(\.py|/)\s", line)
+        if found is None:
+            break
+        names.append(found.group(1))
+    return names
+
+
+def imported_layers(path: Path) -> set[str]:
+    """Every ``auditor.<layer>`` a file imports, at the top, in a function or for typing."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] == "auditor":
+                if len(parts) > 1:
+                    found.add(parts[1])
+                else:
+                    found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "auditor" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+def test_design_lists_every_module() -> None:
+    order = layers()
+    present = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and not p.name.startswith("__"))
+        or (p.is_dir() and (p / "__init__.py").exists())
+        or (p.is_dir() and p.name == "migrations")
+    }
+    assert present == set(order), "DESIGN.md's layout and auditor/ disagree"
+
+
+def test_imports_point_upwards_only() -> None:
+    order = layers()
+    rank = {name: index for index, name in enumerate(order)}
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        own = relative.parts[0].removesuffix(".py")
+        if own not in rank:  # __init__.py and __main__.py of the package itself
+            continue
+        for name in imported_layers(path) - {"__version__"}:
+            if name not in rank:
+                wrong.append(f"{relative} imports auditor.{name}, which DESIGN.md does not list")
+            elif rank[name] > rank[own]:
+                wrong.append(f"{relative} ({own}) imports auditor.{name}, which is below it")
+    assert not wrong, "\n".join(wrong)
