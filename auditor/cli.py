@@ -283,17 +283,30 @@ def _delivery_summary(report: DeliveryReport) -> str | None:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from auditor.errors import InUseError
+    from auditor.store.lock import SqliteLock
+
     loaded = _load(args, require_targets=True)
     reports: list[DeliveryReport] = []
-    results = asyncio.run(
-        audit_targets(
-            loaded,
-            args.target or (),
-            on_alert=alert_printer(),
-            progress=sys.stderr.isatty(),
-            on_delivery=reports.append,
+    try:
+        # Beside a daemon on the same SQLite file, both would audit the same targets.
+        lock = SqliteLock.acquire(loaded.settings.database.url)
+    except InUseError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        results = asyncio.run(
+            audit_targets(
+                loaded,
+                args.target or (),
+                on_alert=alert_printer(),
+                progress=sys.stderr.isatty(),
+                on_delivery=reports.append,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            lock.release()
     for result in results:
         print(_summary(result), file=sys.stderr)
     for report in reports:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -46,7 +45,6 @@ import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import structlog
@@ -60,10 +58,11 @@ from auditor.alerts.routing import Router
 from auditor.alerts.sinks import Sink, build_sinks, close_sinks
 from auditor.audit import AlertCallback, audit_target, policy_of
 from auditor.config import Loaded, ScheduleSettings, Settings, TargetSettings, load_settings
-from auditor.errors import ConfigError, InUseError, StoreError
+from auditor.errors import ConfigError, StoreError
 from auditor.metrics import Metrics
 from auditor.model import iso, utcnow
-from auditor.store import ClaimedTarget, Store, display_url, driver_url
+from auditor.store import ClaimedTarget, Store
+from auditor.store.lock import SqliteLock
 from auditor.web import ServiceState, make_app, start_http
 from auditor.xapi import TokenCache, XapiClient
 
@@ -203,51 +202,6 @@ class Notifier:
 
 
 # -- one process per SQLite database -------------------------------------------------------
-
-
-class SqliteLock:
-    """An exclusive ``flock`` on ``<database>.lock``, held while the daemon runs."""
-
-    def __init__(self, fd: int, path: Path) -> None:
-        self._fd: int | None = fd
-        self.path = path
-
-    @classmethod
-    def acquire(cls, url: str) -> SqliteLock | None:
-        """Lock the SQLite database of ``url`` (None for other databases); InUseError when
-        another process holds it."""
-        parsed = driver_url(url)
-        if parsed.get_backend_name() != "sqlite" or not parsed.database:
-            return None
-        path = Path(parsed.database + ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(
-                f"database {display_url(url)}: cannot open the lock file {path}: "
-                f"{exc.strerror or exc}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise InUseError(
-                f"database: {display_url(url)} is in use by another 3cx-auditor process "
-                f"(pid {holder}); SQLite serves one process — use PostgreSQL for replicas"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return cls(fd, path)
-
-    def release(self) -> None:
-        # The file stays: removing it would let a third process lock a new file while a
-        # second one still waits on the old.
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
 
 def owner_id() -> str:
