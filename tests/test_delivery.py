@@ -39,6 +39,7 @@ from auditor.errors import DeliveryError
 from auditor.model import SCRIPTS, Alert, FieldChange, Severity, fingerprint, utcnow
 from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import AlertDraft, RunOutcome, Store
+from tests.clirun import ALERT_FIELDS
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
@@ -47,20 +48,6 @@ TARGET = "pbx-hq"
 PROJECT = Path(__file__).resolve().parent.parent
 
 Answer = tuple[int, Mapping[str, str]]
-ALERT_FIELDS = {
-    "id",
-    "fingerprint",
-    "kind",
-    "severity",
-    "status",
-    "target",
-    "collection",
-    "key",
-    "run_id",
-    "at",
-    "message",
-    "fields",
-}
 
 
 def spec_signature(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:

@@ -29,13 +29,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from auditor.audit import audit_many
-from auditor.config import AlertsSettings, DatabaseSettings, Settings, TargetSettings
 from auditor.model import iso
-from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import ChangeRecord, Store
+from tests.recording import Plan, record_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 ODD_NAME = '<img src="x" onerror="alert(1)"> & \x01 odd.sh'
@@ -57,37 +54,11 @@ class Record:
     length: int
 
 
-async def _record(folder: Path) -> Record:
+async def _read(folder: Path) -> Record:
     database = folder / "audit.db"
-    hq = Pbx("pbx-hq", scripts=8, seed=7, states=True)
-    branch = Pbx("pbx-branch", scripts=3, seed=8)
-    async with serve(Simulator([hq, branch])) as sim_base:
-        settings = Settings(
-            database=DatabaseSettings(url=f"sqlite:///{database}"),
-            alerts=AlertsSettings(disconnected_after=1),
-            targets=tuple(
-                TargetSettings(
-                    name=name,
-                    url=f"{sim_base}/{name}",
-                    client_id="auditor",
-                    client_secret=SecretStr("secret"),
-                    retries=0,
-                    request_timeout="5s",
-                )
-                for name in ("pbx-hq", "pbx-branch")
-            ),
-        )
-        removed = hq.filenames[-1]
-        async with await Store.open(settings.database.url) as store:
-            await store.upgrade()
-            await audit_many(settings, store, settings.targets)
-            hq.add_script(ODD_NAME, state="Connected")
-            hq.remove_script(removed)
-            hq.update_settings(Mode="Passive" if hq.settings.get("Mode") == "Active" else "Active")
-            branch.add_script("zz-branch.sh")
-            await audit_many(settings, store, settings.targets)
-            changes = await store.changes(limit=None)
-            head, length = await store.chain_head()
+    async with await Store.open(f"sqlite:///{database}") as store:
+        changes = await store.changes(limit=None)
+        head, length = await store.chain_head()
     config = folder / "auditor.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{database}"\n', encoding="utf-8")
     return Record(folder, config, changes, head, length)
@@ -95,8 +66,13 @@ async def _record(folder: Path) -> Record:
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory: pytest.TempPathFactory) -> Record:
+    folder = tmp_path_factory.mktemp("export")
+    plan = Plan(
+        hq_scripts=8, branch_scripts=3, seeds=(7, 8), added=ODD_NAME, removed_index=-1, outage=False
+    )
+    record_in_thread(folder / "audit.db", plan)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _record(tmp_path_factory.mktemp("export"))).result()
+        return pool.submit(asyncio.run, _read(folder)).result()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +21,9 @@ import feedparser
 import pytest
 from pydantic import SecretStr
 
-from auditor.audit import audit_many
-from auditor.config import AlertsSettings, DatabaseSettings, Settings, TargetSettings
 from auditor.errors import ConfigError
 from auditor.metrics import Metrics
 from auditor.model import Alert, iso
-from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Store
 from auditor.web import (
     ATOM_CONTENT_TYPE,
@@ -40,58 +36,16 @@ from auditor.web import (
     render_feed,
     start_http,
 )
+from tests.recording import Plan, record_in_thread
 
 TOKEN = "feed-token-0123456789"
 ODD_NAME = '<img src="x" onerror="alert(1)"> & \x01 odd.sh'
 
 
-async def _record(database: Path) -> None:
-    hq = Pbx("pbx-hq", scripts=6, seed=3, states=True)
-    branch = Pbx("pbx-branch", scripts=3, seed=4)
-    async with serve(Simulator([hq, branch])) as sim_base:
-        settings = Settings(
-            database=DatabaseSettings(url=f"sqlite:///{database}"),
-            alerts=AlertsSettings(disconnected_after=1),
-            targets=tuple(
-                TargetSettings(
-                    name=name,
-                    url=f"{sim_base}/{name}",
-                    client_id="auditor",
-                    client_secret=SecretStr("secret"),
-                    retries=0,
-                    request_timeout="5s",
-                )
-                for name in ("pbx-hq", "pbx-branch")
-            ),
-        )
-
-        removed = hq.filenames[0]
-
-        def change() -> None:
-            hq.add_script(ODD_NAME, state="Connected")
-            hq.remove_script(removed)
-            hq.update_settings(Mode="Passive" if hq.settings.get("Mode") == "Active" else "Active")
-            branch.add_script("zz-branch.sh")
-
-        def down() -> None:
-            hq.set_down(True, mode="status")
-
-        def back() -> None:
-            hq.set_down(False)
-
-        async with await Store.open(settings.database.url) as store:
-            await store.upgrade()
-            for step in (None, change, down, back):
-                if step is not None:
-                    step()
-                await audit_many(settings, store, settings.targets)
-
-
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     database = tmp_path_factory.mktemp("feed") / "audit.db"
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, _record(database)).result()
+    record_in_thread(database, Plan(hq_scripts=6, branch_scripts=3, seeds=(3, 4), added=ODD_NAME))
     return database
 
 

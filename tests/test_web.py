@@ -15,7 +15,6 @@ import shutil
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,14 +25,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from auditor.audit import AuditResult, audit_many
-from auditor.config import AlertsSettings, DatabaseSettings, Settings, TargetSettings
+from auditor.audit import AuditResult
+from auditor.config import Settings
 from auditor.errors import ConfigError
 from auditor.metrics import RUN_STATUSES, Metrics
 from auditor.model import ALERT_KINDS, iso, utcnow
-from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Store
 from auditor.web import ServiceState, base_url, encode_cursor, make_app, start_http
+from tests.recording import Plan, Recording, record_in_thread
 
 TOKEN = "test-token-0123456789"
 RUN_KEYS = {"id", "target", "started_at", "finished_at", "status", "items", "pages", "error"}
@@ -77,65 +76,13 @@ class Served:
             return response.status, body, response
 
 
-@dataclass(frozen=True)
-class Recording:
-    """A database file holding the four audits, and what the audits returned."""
-
-    database: Path
-    results: list[AuditResult]
-    settings: Settings
-
-
-async def _record(database: Path) -> Recording:
-    hq = Pbx("pbx-hq", scripts=12, seed=5, states=True)
-    branch = Pbx("pbx-branch", scripts=4, seed=2)
-    async with serve(Simulator([hq, branch])) as sim_base:
-        settings = Settings(
-            database=DatabaseSettings(url=f"sqlite:///{database}"),
-            alerts=AlertsSettings(disconnected_after=1),
-            targets=tuple(
-                TargetSettings(
-                    name=name,
-                    url=f"{sim_base}/{name}",
-                    client_id="auditor",
-                    client_secret=SecretStr("secret"),
-                    retries=0,
-                    request_timeout="5s",
-                    page_size=5,
-                )
-                for name in ("pbx-hq", "pbx-branch")
-            ),
-        )
-        removed = hq.filenames[0]
-
-        def change() -> None:
-            hq.add_script("zz-added.sh", state="Connected")
-            hq.remove_script(removed)
-            hq.update_settings(Mode="Passive" if hq.settings.get("Mode") == "Active" else "Active")
-            branch.add_script("zz-branch.sh")
-
-        def down() -> None:
-            hq.set_down(True, mode="status")
-
-        def back() -> None:
-            hq.set_down(False)
-
-        results: list[AuditResult] = []
-        async with await Store.open(settings.database.url) as store:
-            await store.upgrade()
-            for step in (None, change, down, back):
-                if step is not None:
-                    step()
-                results.extend(await audit_many(settings, store, settings.targets))
-    return Recording(database=database, results=results, settings=settings)
-
-
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     """Audited once per module (in a loop of its own); each test works on a copy."""
     database = tmp_path_factory.mktemp("recording") / "audit.db"
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _record(database)).result()
+    return record_in_thread(
+        database, Plan(hq_scripts=12, branch_scripts=4, seeds=(5, 2), page_size=5)
+    )
 
 
 @pytest.fixture
