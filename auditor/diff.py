@@ -39,9 +39,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from auditor.model import (
-    SCRIPTS,
-    SETTINGS,
-    SETTINGS_KEY,
     Change,
     ChangeKind,
     FieldChange,
@@ -379,22 +376,23 @@ def diff(
     return DiffResult(tuple(changes), suppressed)
 
 
-def missing_scripts(snapshot: Snapshot) -> list[tuple[str, str]]:
-    """``(field, filename)`` for each Pre/PostStartScript naming a file not in the listing.
+def missing_scripts(
+    settings: Mapping[str, Any] | None, scripts: Collection[str]
+) -> list[tuple[str, str]]:
+    """``(field, filename)`` for each Pre/PostStartScript of ``settings`` naming a file that
+    is not among ``scripts`` (the listed filenames).
 
     The names are compared exactly, case and spaces included: the PBX runs on Linux, where
     ``Failover.sh`` and ``failover.sh`` are two files, and it runs the script by the name
     stored in the settings. A field that is absent, ``null``, not a string or ``""`` names
-    no script. Without a settings item in the snapshot, nothing can be missing: ``[]``.
+    no script. Without settings, nothing can be missing: ``[]``.
     """
-    settings = snapshot.items.get((SETTINGS, SETTINGS_KEY))
     if settings is None:
         return []
-    names = {key for (collection, key) in snapshot.items if collection == SCRIPTS}
     missing: list[tuple[str, str]] = []
     for name in SCRIPT_FIELDS:
-        value = settings.body.get(name)
-        if isinstance(value, str) and value and value not in names:
+        value = settings.get(name)
+        if isinstance(value, str) and value and value not in scripts:
             missing.append((name, value))
     return missing
 
@@ -403,9 +401,9 @@ def missing_scripts(snapshot: Snapshot) -> list[tuple[str, str]]:
 
 
 def unhealthy(
-    snapshot: Snapshot, collection: str, field: str, healthy: Collection[str]
+    bodies: Mapping[str, Mapping[str, Any]], field: str, healthy: Collection[str]
 ) -> dict[str, str]:
-    """``{key: value}`` of the items of ``collection`` whose state ``field`` is not healthy.
+    """``{key: value}`` of the items (``bodies`` by key) whose state ``field`` is not healthy.
 
     Only items that carry ``field`` (a top-level key) are judged; an item without it is
     neither healthy nor unhealthy. A value that is not a string is compared and reported
@@ -413,10 +411,10 @@ def unhealthy(
     """
     allowed = frozenset(healthy)
     found: dict[str, str] = {}
-    for (coll, key), item in snapshot.items.items():
-        if coll != collection or field not in item.body:
+    for key, body in bodies.items():
+        if field not in body:
             continue
-        raw = item.body[field]
+        raw = body[field]
         value = raw if isinstance(raw, str) else str(raw)
         if value not in allowed:
             found[key] = value

@@ -56,7 +56,7 @@ from apscheduler.triggers.cron import CronTrigger
 from auditor.alerts.delivery import RetryPolicy, delivery_tick
 from auditor.alerts.routing import Router
 from auditor.alerts.sinks import Sink, build_sinks, close_sinks
-from auditor.audit import AlertCallback, audit_target, policy_of
+from auditor.audit import AlertCallback, audit_target, policy_of, settle_heap
 from auditor.config import Loaded, ScheduleSettings, Settings, TargetSettings, load_settings
 from auditor.errors import ConfigError, StoreError
 from auditor.metrics import Metrics
@@ -314,6 +314,7 @@ class Service:
                 token=self._settings.http.token,
             )
             runner = await start_http(app, self._settings.http.listen)
+            settle_heap()
             self._start_scheduler()
             self._notify.send("READY=1", f"STATUS={self._status_text()}")
             log.info(

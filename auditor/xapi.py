@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -76,6 +77,8 @@ class Page:
     count: int | None
     top: int | None
     skip: int
+    # The answer exactly as received, for :func:`answer_digest`.
+    body: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,8 @@ class Listing:
     """Every failover script of a PBX, proved complete.
 
     ``reported_count`` is the PBX's ``@odata.count`` (None when the PBX did not send one);
-    ``relists`` how many times the listing had to start over because it shifted.
+    ``relists`` how many times the listing had to start over because it shifted;
+    ``digest`` the :func:`answer_digest` of the pages that made the listing.
     """
 
     items: tuple[JSON, ...]
@@ -91,6 +95,29 @@ class Listing:
     reported_count: int | None
     relists: int
     top: int
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsAnswer:
+    """``GetBackupFailoverSettings()``: the object (OData annotations removed) and the
+    :func:`answer_digest` of the answer."""
+
+    value: JSON
+    digest: str
+
+
+def answer_digest(bodies: Iterable[bytes]) -> str:
+    """SHA-256 (hex) over answers exactly as the PBX sent them, each prefixed by its length.
+
+    Equal digests mean byte-identical answers, hence identical parsed contents: an audit
+    can tell that nothing changed without looking at a single item.
+    """
+    digest = hashlib.sha256()
+    for body in bodies:
+        digest.update(len(body).to_bytes(8, "big"))
+        digest.update(body)
+    return digest.hexdigest()
 
 
 @dataclass(slots=True)
@@ -287,6 +314,24 @@ class XapiClient:
     # -- low level -------------------------------------------------------------------------
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        # The first attempt runs bare: almost every request succeeds at once, and setting up
+        # the retry machinery for each one cost more than the request's own client work.
+        try:
+            return await call()
+        except _Retryable as exc:
+            if self.target.retries == 0:
+                raise exc.error from None
+            first: _Retryable | None = exc
+
+        async def again() -> T:
+            # Attempt 1 already failed: hand its error to tenacity (which waits, logs and
+            # counts it as before), then make the real attempts.
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await call()
+
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
@@ -317,7 +362,7 @@ class XapiClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await call()
+                    return await again()
         except _Retryable as exc:
             raise exc.error from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -420,8 +465,11 @@ class XapiClient:
                 page=page,
             ) from None
 
-    async def _get(self, path: str, query: Mapping[str, str], what: str, page: int | None) -> Any:
-        """GET a JSON document, with retries and one re-login on 401."""
+    async def _get(
+        self, path: str, query: Mapping[str, str], what: str, page: int | None
+    ) -> tuple[Any, bytes]:
+        """GET a JSON document (parsed, and as received), with retries and one re-login on
+        401."""
         for relogin in (False, True):
             token = await self._login()
             try:
@@ -444,7 +492,7 @@ class XapiClient:
 
     async def _get_once(
         self, path: str, query: Mapping[str, str], token: str, what: str, page: int | None
-    ) -> Any:
+    ) -> tuple[Any, bytes]:
         session = self._ensure_session()
         url = self.base.join(URL(path, encoded=True))
         if query:
@@ -458,7 +506,7 @@ class XapiClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_failure(exc, what, page) from None
         if status == 200:
-            return self._json(body, what, page)
+            return self._json(body, what, page), body
         message = self._scrub(_odata_message(body) or "")
         if status == 401:
             raise _TokenRejected(token)
@@ -521,10 +569,12 @@ class XapiClient:
         if count:
             query["$count"] = "true"
         what = "GetFailoverScripts" + (f" $skip={skip}" if skip else "")
-        data = await self._get(SCRIPTS_PATH, query, what, page)
-        return self._parse_page(data, top, skip or 0, page)
+        data, body = await self._get(SCRIPTS_PATH, query, what, page)
+        return self._parse_page(data, body, top, skip or 0, page)
 
-    def _parse_page(self, data: Any, top: int | None, skip: int, page: int | None) -> Page:
+    def _parse_page(
+        self, data: Any, body: bytes, top: int | None, skip: int, page: int | None
+    ) -> Page:
         def bad(why: str) -> BadResponseError:
             return BadResponseError(f"GetFailoverScripts: {why}", target=self.name, page=page)
 
@@ -543,7 +593,7 @@ class XapiClient:
         count = data.get("@odata.count")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
             raise bad(f"'@odata.count' is {count!r}, not an integer")
-        return Page(items=tuple(value), count=count, top=top, skip=skip)
+        return Page(items=tuple(value), count=count, top=top, skip=skip, body=body)
 
     async def list_failover_scripts(
         self, *, search: str | None = None, filter: str | None = None
@@ -570,6 +620,7 @@ class XapiClient:
             if attempt:
                 self._log.warning("xapi.relist", attempt=attempt, reason=problem)
             items: list[JSON] = []
+            bodies: list[bytes] = []
             seen: set[str] = set()
             duplicates: list[str] = []
             counts: set[int] = set()
@@ -593,6 +644,7 @@ class XapiClient:
                         continue
                     raise
                 pages += 1
+                bodies.append(page.body)
                 if page.count is not None:
                     counts.add(page.count)
                 if not page.items:
@@ -620,6 +672,7 @@ class XapiClient:
                     reported_count=reported,
                     relists=attempt,
                     top=top,
+                    digest=answer_digest(bodies),
                 )
         raise IncompleteListingError(
             f"GetFailoverScripts: listing shifted while paging {self.target.max_relist + 1} "
@@ -629,11 +682,16 @@ class XapiClient:
 
     async def get_failover_settings(self) -> JSON:
         """``GetBackupFailoverSettings()``: the settings object, OData annotations removed."""
+        return (await self.fetch_failover_settings()).value
+
+    async def fetch_failover_settings(self) -> SettingsAnswer:
+        """:meth:`get_failover_settings`, with the digest of the answer."""
         what = "GetBackupFailoverSettings"
-        data = await self._get(SETTINGS_PATH, {}, what, None)
+        data, body = await self._get(SETTINGS_PATH, {}, what, None)
         if not isinstance(data, dict):
             raise BadResponseError(
                 f"{what}: answer is a JSON {type(data).__name__}, not an object",
                 target=self.name,
             )
-        return {k: v for k, v in data.items() if not k.startswith("@odata.")}
+        value = {k: v for k, v in data.items() if not k.startswith("@odata.")}
+        return SettingsAnswer(value=value, digest=answer_digest([body]))

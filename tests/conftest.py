@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from auditor.store import Store, driver_url
@@ -127,6 +127,16 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def raw(db_url: str, store: Store) -> AsyncIterator[AsyncEngine]:
+    """A plain engine on the same database, for looking behind the store's back."""
+    engine = create_async_engine(driver_url(db_url), poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 # -- the daemon as a subprocess (test_service.py, test_replicas.py) ---------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -44,6 +45,11 @@ def settings_item(**body: Any) -> Item:
 
 def snap(*items: Item) -> Snapshot:
     return Snapshot.of("pbx", list(items))
+
+
+def scripts_of(snapshot: Snapshot) -> dict[str, Mapping[str, Any]]:
+    """The scripts of ``snapshot`` by key, as an audit hands them to ``unhealthy``."""
+    return {key: item.body for key, item in snapshot.collection(SCRIPTS).items()}
 
 
 # ---------------------------------------------------------------------------- field_diff
@@ -367,18 +373,12 @@ def test_diff_of_many_items_finds_exactly_the_changed_ones() -> None:
 def test_missing_scripts(
     body: dict[str, Any], scripts: list[str], expected: list[tuple[str, str]]
 ) -> None:
-    assert missing_scripts(snap(settings_item(**body), *map(script, scripts))) == expected
+    assert missing_scripts(body, set(scripts)) == expected
+    assert missing_scripts(body, {s: {"Filename": s} for s in scripts}) == expected
 
 
-def test_missing_scripts_without_settings_item() -> None:
-    assert missing_scripts(snap(script("a.sh"))) == []
-
-
-def test_missing_scripts_ignores_keys_of_other_collections() -> None:
-    other = Item("other", "a.sh", {"Filename": "a.sh"})
-    assert missing_scripts(snap(settings_item(PreStartScript="a.sh"), other)) == [
-        ("PreStartScript", "a.sh")
-    ]
+def test_missing_scripts_without_settings() -> None:
+    assert missing_scripts(None, {"a.sh"}) == []
 
 
 # ---------------------------------------------------------------------------- states
@@ -395,7 +395,7 @@ def test_unhealthy_judges_only_items_carrying_the_field() -> None:
         script("case.sh", State="connected"),
         settings_item(State="Disconnected"),
     )
-    assert unhealthy(snapshot, SCRIPTS, rule.field, rule.healthy) == {
+    assert unhealthy(scripts_of(snapshot), rule.field, rule.healthy) == {
         "case.sh": "connected",
         "down.sh": "Disconnected",
         "null.sh": "None",
@@ -407,8 +407,8 @@ def test_unhealthy_with_several_healthy_values_and_another_field() -> None:
     snapshot = snap(
         script("a.sh", Link="Up"), script("b.sh", Link="Standby"), script("c.sh", Link="Down")
     )
-    assert unhealthy(snapshot, SCRIPTS, "Link", ("Up", "Standby")) == {"c.sh": "Down"}
-    assert unhealthy(snapshot, SCRIPTS, "State", ("Connected",)) == {}
+    assert unhealthy(scripts_of(snapshot), "Link", ("Up", "Standby")) == {"c.sh": "Down"}
+    assert unhealthy(scripts_of(snapshot), "State", ("Connected",)) == {}
 
 
 @pytest.mark.parametrize(
@@ -445,8 +445,8 @@ def test_states_end_to_end_across_two_snapshots() -> None:
         script("c.sh", State="Down"),
     )
     second = snap(script("a.sh", State="Down"), script("b.sh", State="Connected"))
-    before = unhealthy(first, SCRIPTS, "State", ["Connected"])
-    after = unhealthy(second, SCRIPTS, "State", ["Connected"])
+    before = unhealthy(scripts_of(first), "State", ["Connected"])
+    after = unhealthy(scripts_of(second), "State", ["Connected"])
     keys = second.collection(SCRIPTS).keys()
     assert state_transitions(before, after, keys) == ([("a.sh", "Down")], ["b.sh"])
 

@@ -7,7 +7,7 @@ import itertools
 import pathlib
 import random
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,8 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import delete, func, inspect, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditor.errors import StoreError
 from auditor.model import (
@@ -36,7 +35,6 @@ from auditor.store import (
     RunOutcome,
     Store,
     change_hash,
-    driver_url,
     metadata,
 )
 from auditor.store.engine import SCHEMA_HEAD, head_revisions
@@ -45,16 +43,6 @@ from auditor.store.schema import chain, changes, targets, versions
 Bodies = dict[tuple[str, str], dict[str, Any]]
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 HEAD = ",".join(sorted(head_revisions()))
-
-
-@pytest.fixture
-async def raw(db_url: str, store: Store) -> AsyncIterator[AsyncEngine]:
-    """A plain engine on the same database, for looking behind the store's back."""
-    engine = create_async_engine(driver_url(db_url), poolclass=NullPool)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def script(i: int, *, contents: str = "echo ok", state: str = "Connected") -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The store calls an audit makes on every tick: start_run (with the previous state), and
-current_items when something changed.
+"""The store calls an audit makes on every tick: start_run (with the record's digest and the
+alert states), and current_hashes and current_items when something changed.
 
 Against real SQLite files and a real PostgreSQL (``store`` fixture in conftest.py).
 """
@@ -7,9 +7,10 @@ Against real SQLite files and a real PostgreSQL (``store`` fixture in conftest.p
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, Change, content_hash
-from auditor.store import AlertState, RunOutcome, Store
+from auditor.store import AlertState, RunOutcome, RunStart, Store
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
@@ -20,8 +21,7 @@ def body(name: str, state: str = "Connected") -> dict[str, str]:
 
 async def test_start_run_creates_the_target_once_and_follows_its_url(store: Store) -> None:
     first = await store.start_run("hq", "https://hq.example", T0)
-    assert first.previous_run_id is None
-    assert (dict(first.previous.hashes), dict(first.previous.alerts)) == ({}, {})
+    assert (first.previous_run_id, first.digest, dict(first.alerts)) == (None, None, {})
     again = await store.start_run("hq", "https://hq2.example", T0)
     assert again.target_id == first.target_id
     assert again.run_id > first.run_id
@@ -70,15 +70,17 @@ async def test_previous_state_has_the_current_hashes_and_alert_states(store: Sto
     )
     second = await store.start_run("hq", "https://hq.example", T0)
     assert second.previous_run_id == start.run_id
+    assert dict(second.alerts) == {state.fingerprint: state}
 
     previous = await store.previous_state(second.target_id)
-    assert second.previous == previous
-    assert dict(previous.hashes) == {
+    assert dict(previous.alerts) == dict(second.alerts)
+    expected = {
         (SCRIPTS, "a.sh"): content_hash(body("a.sh")),
         (SCRIPTS, "b.sh"): content_hash(body("b.sh")),
         (SETTINGS, SETTINGS_KEY): content_hash(settings),
     }
-    assert dict(previous.alerts) == {state.fingerprint: state}
+    assert dict(previous.hashes) == expected == await store.current_hashes(second.target_id)
+    assert second.digest is None  # the baseline was committed without one
     without = await store.previous_state(second.target_id, hashes=False)
     assert (dict(without.hashes), dict(without.alerts)) == ({}, {state.fingerprint: state})
 
@@ -96,12 +98,53 @@ async def test_previous_state_has_the_current_hashes_and_alert_states(store: Sto
         )
     )
     third = await store.start_run("hq", "https://hq.example", T0)
-    hashes = (await store.previous_state(third.target_id)).hashes
-    assert third.previous.hashes == hashes
-    assert dict(hashes) == {
+    hashes = await store.current_hashes(third.target_id)
+    assert hashes == {
         (SCRIPTS, "b.sh"): content_hash(body("b.sh", "Disconnected")),
         (SETTINGS, SETTINGS_KEY): content_hash(settings),
     }
+
+
+async def commit(store: Store, start: RunStart, **outcome: Any) -> None:
+    values: dict[str, Any] = {"status": "ok", "previous_run_id": start.previous_run_id}
+    values.update(outcome)
+    await store.commit_run(
+        RunOutcome(run_id=start.run_id, target_id=start.target_id, finished_at=T0, **values)
+    )
+
+
+async def test_the_answer_digest_follows_complete_runs(store: Store) -> None:
+    first = await store.start_run("hq", "https://hq.example", T0)
+    await commit(store, first, digest="d1", changes=[Change(SCRIPTS, "a.sh", "added", None, {})])
+    second = await store.start_run("hq", "https://hq.example", T0)
+    assert (second.previous_run_id, second.digest) == (first.run_id, "d1")
+
+    # A failed or incomplete run leaves the record, and its digest, alone.
+    await commit(store, second, status="failed", error="hq: down", digest="other")
+    third = await store.start_run("hq", "https://hq.example", T0)
+    assert (third.previous_run_id, third.digest) == (first.run_id, "d1")
+
+    # A complete run whose record does not hold what the PBX said (an ignored change)
+    # clears it; the next one that does sets it again.
+    await commit(store, third, digest=None)
+    fourth = await store.start_run("hq", "https://hq.example", T0)
+    assert (fourth.previous_run_id, fourth.digest) == (third.run_id, None)
+    await commit(store, fourth, digest="d2")
+    assert (await store.start_run("hq", "https://hq.example", T0)).digest == "d2"
+
+
+async def test_a_digest_is_not_kept_when_another_run_completed_meanwhile(store: Store) -> None:
+    """Two runs compared with the same last complete run; the second to finish cannot vouch
+    that the record holds what it saw (the first may have changed it): no digest."""
+    first = await store.start_run("hq", "https://hq.example", T0)
+    await commit(store, first, digest="d1")
+    one = await store.start_run("hq", "https://hq.example", T0)
+    two = await store.start_run("hq", "https://hq.example", T0)
+    assert one.previous_run_id == two.previous_run_id == first.run_id
+    await commit(store, one, digest="d2")
+    await commit(store, two, digest="d3")
+    after = await store.start_run("hq", "https://hq.example", T0)
+    assert (after.previous_run_id, after.digest) == (two.run_id, None)
 
 
 async def test_current_items_reads_only_the_keys_asked_for(store: Store) -> None:

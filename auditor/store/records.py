@@ -59,14 +59,16 @@ class RunStart:
     """A run just recorded as ``running`` by :meth:`~auditor.store.Store.start_run`.
 
     ``previous_run_id`` is the target's last complete run (None before its baseline);
-    ``previous`` what the run compares against, as :meth:`~auditor.store.Store.previous_state`
-    reads it (empty before the baseline).
+    ``digest`` the digest of the PBX's answers at that run when the record holds exactly
+    what they said (None when it does not, or is not known; see ``RunOutcome.digest``);
+    ``alerts`` the lifecycle state of every alert fingerprint of the target.
     """
 
     target_id: int
     run_id: int
     previous_run_id: int | None
-    previous: PreviousState
+    digest: str | None
+    alerts: Mapping[str, AlertState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,12 @@ class RunOutcome:
     reported_count: int | None = None
     error: str | None = None
     suppressed: int = 0
+    # A complete run: the digest of the PBX's answers when the record, once this run is
+    # written, holds exactly what they said (None when it does not: an ignored change);
+    # and the last complete run it compared with (RunStart.previous_run_id). The digest is
+    # stored only if no other run completed in between.
+    digest: str | None = None
+    previous_run_id: int | None = None
     changes: Sequence[Change] = ()
     events: Sequence[AlertDraft] = ()
     alert_states: Sequence[AlertState] = ()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from functools import partial
@@ -35,6 +34,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    null,
     or_,
     select,
     update,
@@ -59,6 +59,7 @@ from auditor.model import (
     content_hash,
     utcnow,
 )
+from auditor.store.batch import TransactionWorker
 from auditor.store.engine import (
     SCHEMA_HEAD,
     WRITE_OPTION,
@@ -146,13 +147,12 @@ class Store:
         self._closed = False
         self.url_for_display: str = display_url(url)
         self.dialect: str = engine.dialect.name
-        # SQLite: the transactions of an audit run in this one thread (see _transact).
-        self._thread: tuple[ThreadPoolExecutor, Engine, Engine] | None = None
+        # SQLite: the transactions of an audit run in one thread, grouped (see _transact).
+        self._worker: TransactionWorker | None = None
+        self._thread_engine: Engine | None = None
         if self.dialect == "sqlite":
-            executor = ThreadPoolExecutor(1, thread_name_prefix="auditor-sqlite")
-            reader = create_thread_engine(driver_url(url))
-            writer = reader.execution_options(**{WRITE_OPTION: True})
-            self._thread = (executor, reader, writer)
+            self._thread_engine = create_thread_engine(driver_url(url))
+            self._worker = TransactionWorker(self._thread_engine, write_option=WRITE_OPTION)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -173,10 +173,9 @@ class Store:
             return
         self._closed = True
         await self._engine.dispose()
-        if self._thread is not None:
-            executor, reader, _writer = self._thread
-            executor.shutdown()
-            reader.dispose()
+        if self._worker is not None and self._thread_engine is not None:
+            self._worker.close()
+            self._thread_engine.dispose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -215,19 +214,16 @@ class Store:
     async def _transact(self, work: Callable[[Connection], T], *, write: bool) -> T:
         """Run ``work`` as one transaction (on a synchronous connection).
 
-        On SQLite the whole transaction runs in the store's one worker thread with the stdlib
-        driver: one thread hop per transaction, where aiosqlite makes three or four per
-        statement, each a hand-over of the GIL that stalls the event loop; one thread also
-        queues this process's writers without SQLite's busy-wait sleeps. A caller cancelled
-        meanwhile does not stop a transaction the thread has begun: it ends (commit or
-        rollback) and its result is dropped. On PostgreSQL it runs on the loop (asyncpg).
+        On SQLite the work runs in the store's one worker thread with the stdlib driver,
+        grouped with the works queued meanwhile into one database transaction
+        (:mod:`auditor.store.batch`): one thread hop per group, where aiosqlite makes three
+        or four per statement, each a hand-over of the GIL that stalls the event loop; one
+        thread also queues this process's writers without SQLite's busy-wait sleeps. On
+        PostgreSQL it runs on the loop (asyncpg).
         """
         self._check_open()
-        if self._thread is not None:
-            executor, reader, writer = self._thread
-            loop = asyncio.get_running_loop()
-            engine = writer if write else reader
-            return await loop.run_in_executor(executor, _in_transaction, engine, work)
+        if self._worker is not None:
+            return await self._worker.run(work, write=write)
         async with (self._write_engine if write else self._engine).begin() as conn:
             return await conn.run_sync(work)
 
@@ -308,11 +304,12 @@ class Store:
                 return int((await conn.execute(stmt)).scalar_one())
 
     async def start_run(self, name: str, url: str, started_at: datetime) -> RunStart:
-        """:meth:`ensure_target`, :meth:`begin_run` and :meth:`previous_state` in one
-        transaction.
+        """:meth:`ensure_target`, :meth:`begin_run` and the alert states in one transaction.
 
         An audit does this for every target on every tick: one transaction instead of three,
-        and the target row is written only when it is new or its URL changed.
+        and the target row is written only when it is new or its URL changed. The record's
+        content hashes are not read here: a run whose snapshot has the record's digest does
+        not need them (:meth:`current_hashes` reads them for one that does).
         """
 
         def work(conn: Connection) -> RunStart:
@@ -323,15 +320,21 @@ class Store:
                     .values(name=name, url=url, created_at=utcnow())
                     .returning(targets.c.id)
                 )
-                target_id, previous = int(conn.execute(stmt).scalar_one()), None
+                target_id, previous, digest = int(conn.execute(stmt).scalar_one()), None, None
             else:
-                target_id, previous = row.id, row.last_complete_run_id
+                target_id, previous, digest = row.id, row.last_complete_run_id, row.digest
                 if row.url != url:
                     conn.execute(update(targets).where(targets.c.id == target_id).values(url=url))
             values = {"target_id": target_id, "started_at": started_at, "status": "running"}
             run_id = int(conn.execute(_NEW_RUN, values).scalar_one())
-            state = _previous_state(conn, target_id, hashes=previous is not None)
-            return RunStart(target_id, run_id, previous_run_id=previous, previous=state)
+            alerts = _alert_states(conn.execute(_ALERT_STATES, {"target_id": target_id}).all())
+            return RunStart(
+                target_id,
+                run_id,
+                previous_run_id=previous,
+                digest=digest if previous is not None else None,
+                alerts=alerts,
+            )
 
         with self._errors(f"cannot start a run of target {name}"):
             return await self._transact(work, write=True)
@@ -432,6 +435,11 @@ class Store:
                 partial(_previous_state, target_id=target_id, hashes=hashes), write=False
             )
 
+    async def current_hashes(self, target_id: int) -> dict[tuple[str, str], str]:
+        """The content hash of each current item of the target, by ``(collection, key)``."""
+        with self._errors("cannot read the current record"):
+            return await self._transact(partial(_current_hashes, target_id=target_id), write=False)
+
     async def current_items(self, target_id: int, keys: Collection[tuple[str, str]]) -> list[Item]:
         """The current items (with their bodies) of the target named by ``(collection, key)``;
         keys without a current item are left out."""
@@ -515,10 +523,13 @@ class Store:
         if outcome.status == "ok":
             if head is not None:
                 self._record_contents(conn, outcome, name, head.last_complete_run_id)
-            conn.execute(
-                _SET_LAST_COMPLETE,
-                {"b_target": outcome.target_id, "last_complete_run_id": outcome.run_id},
-            )
+            values = {
+                "b_target": outcome.target_id,
+                "b_run": outcome.run_id,
+                "b_digest": outcome.digest,
+                "b_previous": outcome.previous_run_id,
+            }
+            conn.execute(_SET_LAST_COMPLETE, values)
         return self._record_alerts(conn, outcome, name)
 
     def _record_contents(
@@ -1516,11 +1527,12 @@ def _delivery(r: Row[Any]) -> Delivery:
     )
 
 
+def _current_hashes(conn: Connection, target_id: int) -> dict[tuple[str, str], str]:
+    return {(c, k): h for c, k, h in conn.execute(_CURRENT_HASHES, {"target_id": target_id})}
+
+
 def _previous_state(conn: Connection, target_id: int, *, hashes: bool) -> PreviousState:
-    found: dict[tuple[str, str], str] = {}
-    if hashes:
-        result = conn.execute(_CURRENT_HASHES, {"target_id": target_id})
-        found = {(c, k): h for c, k, h in result}
+    found = _current_hashes(conn, target_id) if hashes else {}
     rows = conn.execute(_ALERT_STATES, {"target_id": target_id}).all()
     return PreviousState(hashes=found, alerts=_alert_states(rows))
 
@@ -1546,9 +1558,9 @@ def _alert_states(rows: Sequence[Row[Any]]) -> dict[str, AlertState]:
 
 # Statements of every audit, built once: building one (and its cache key) per call cost more
 # than running it on SQLite.
-_TARGET_BY_NAME = select(targets.c.id, targets.c.url, targets.c.last_complete_run_id).where(
-    targets.c.name == bindparam("name")
-)
+_TARGET_BY_NAME = select(
+    targets.c.id, targets.c.url, targets.c.last_complete_run_id, targets.c.digest
+).where(targets.c.name == bindparam("name"))
 _NEW_RUN = insert(runs).returning(runs.c.id)
 _CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash).where(
     versions.c.target_id == bindparam("target_id"), versions.c.last_run_id.is_(None)
@@ -1561,9 +1573,22 @@ _TARGET_HEAD = select(targets.c.name, targets.c.last_complete_run_id).where(
 _FINISH_RUN = update(runs).where(
     runs.c.id == bindparam("b_run"), runs.c.target_id == bindparam("b_target")
 )
-_SET_LAST_COMPLETE = update(targets).where(targets.c.id == bindparam("b_target"))
-
-
-def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with engine.begin() as conn:
-        return work(conn)
+# The digest is kept only when the run compared with the last complete run as it still is:
+# had another run completed meanwhile, the record might not hold what this run's answers
+# said. SET expressions read the row as it was before the update.
+_SET_LAST_COMPLETE = (
+    update(targets)
+    .where(targets.c.id == bindparam("b_target"))
+    .values(
+        last_complete_run_id=bindparam("b_run"),
+        digest=case(
+            (
+                targets.c.last_complete_run_id.is_not_distinct_from(
+                    bindparam("b_previous", type_=targets.c.last_complete_run_id.type)
+                ),
+                bindparam("b_digest", type_=targets.c.digest.type),
+            ),
+            else_=null(),
+        ),
+    )
+)

@@ -110,6 +110,9 @@ targets = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # False once the target left the configuration: its record stays, it is not scheduled.
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    # model.record_digest of the current versions (NULL: not known yet). An audit whose
+    # snapshot has this digest changed nothing, and skips reading and diffing the record.
+    Column("digest", String(64), nullable=True),
 )
 
 runs = Table(
