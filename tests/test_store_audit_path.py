@@ -6,9 +6,11 @@ Against real SQLite files and a real PostgreSQL (``store`` fixture in conftest.p
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from auditor.errors import StoreError
 from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, Change, content_hash
 from auditor.store import AlertState, RunOutcome, RunStart, Store
 
@@ -166,3 +168,35 @@ async def test_current_items_reads_only_the_keys_asked_for(store: Store) -> None
     assert await store.current_items(start.target_id, []) == []
     other = await store.start_run("branch", "https://branch.example", T0)
     assert await store.current_items(other.target_id, wanted) == []
+
+
+async def test_a_failing_write_among_concurrent_ones_fails_alone(store: Store) -> None:
+    """On SQLite, writes queued together run as one transaction; one that fails must fail
+    alone: the others are recorded, and it raises its own error."""
+    starts = [await store.start_run(f"pbx-{i}", f"https://pbx-{i}.example", T0) for i in range(6)]
+    bogus = RunOutcome(run_id=10_000, target_id=starts[0].target_id, status="ok", finished_at=T0)
+    outcomes = [
+        RunOutcome(
+            run_id=s.run_id,
+            target_id=s.target_id,
+            status="ok",
+            finished_at=T0,
+            changes=[Change(SCRIPTS, "a.sh", "added", None, body("a.sh"))],
+        )
+        for s in starts
+    ]
+    results = await asyncio.gather(
+        *(store.commit_run(o) for o in outcomes[:3]),
+        store.commit_run(bogus),
+        *(store.commit_run(o) for o in outcomes[3:]),
+        return_exceptions=True,
+    )
+    failed = results.pop(3)
+    assert isinstance(failed, StoreError)
+    assert "run 10000" in str(failed)
+    assert results == [[]] * 6
+    for i, s in enumerate(starts):
+        assert [(r.id, r.status) for r in await store.runs(f"pbx-{i}")] == [(s.run_id, "ok")]
+    recorded = await store.changes(limit=None)
+    assert sorted(c.target for c in recorded) == [f"pbx-{i}" for i in range(6)]
+    assert (await store.verify()).ok
