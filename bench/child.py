@@ -1,6 +1,6 @@
 """One measurement in a fresh process: ``python -m bench.child JOB_JSON``.
 
-A job is ``{"mode": "floor" | "audit", "base", "pbxs": [[name, scripts], ...],
+A job is ``{"mode": "floor" | "client" | "audit", "base", "pbxs": [[name, scripts], ...],
 "concurrency", "warmup", "cycles", "database" (audit only), "expect": "baseline" |
 "steady"}``. The process runs ``warmup`` untimed cycles, then ``cycles`` timed ones, checks
 that each did the whole job, and prints one JSON line ``{"times": [seconds, ...], "rss_kb":
@@ -11,6 +11,10 @@ The floor is what no auditor can beat: the same requests as an audit (one login 
 every page with the same ``$top``/``$skip``/``$count=true``, the settings), one connection
 pool per PBX as the auditor keeps, at most ``concurrency`` PBXs at once; each answer is
 parsed (paging needs ``@odata.count`` and the page length) and then dropped.
+
+The client cycle is the auditor's own fetching (its XAPI client, proving each listing complete
+and taking the digest of the answers, as an audit does) with nothing stored: an audit's time
+over the floor splits into the client's part and the store's.
 """
 
 from __future__ import annotations
@@ -100,6 +104,55 @@ async def run_floor(job: dict[str, Any]) -> dict[str, Any]:
     return {"times": times, "requests": requests}
 
 
+# -- the auditor's client alone ---------------------------------------------------------------
+
+
+async def run_client(job: dict[str, Any]) -> dict[str, Any]:
+    from auditor.audit import fetch, settle_heap
+    from auditor.config import TargetSettings
+    from auditor.logs import configure
+    from auditor.xapi import TokenCache, XapiClient
+
+    configure("warning", "json")
+    pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
+    targets = [
+        TargetSettings(
+            name=name,
+            url=pbx_url(job["base"], name),
+            client_id="auditor",
+            client_secret=CLIENT_SECRET,
+            page_size=PAGE_SIZE,
+        )
+        for name, _ in pbxs
+    ]
+    expected = dict(pbxs)
+
+    async def cycle() -> int:
+        # As audit_many: one token cache per cycle, one client per PBX, bounded concurrency.
+        tokens = TokenCache()
+        limit = asyncio.Semaphore(int(job["concurrency"]))
+
+        async def one(target: TargetSettings) -> int:
+            async with limit, XapiClient(target, tokens=tokens) as client:
+                fetched = await fetch(client)
+            if len(fetched.scripts) != expected[target.name]:
+                raise JobError(f"client: {target.name} listed {len(fetched.scripts)} scripts")
+            return 2 + fetched.pages
+
+        return sum(await asyncio.gather(*(one(t) for t in targets)))
+
+    settle_heap()
+    warmup = int(job.get("warmup", 0))
+    times: list[float] = []
+    requests = 0
+    for index in range(warmup + int(job["cycles"])):
+        started = time.perf_counter()
+        requests = await cycle()
+        if index >= warmup:
+            times.append(time.perf_counter() - started)
+    return {"times": times, "requests": requests}
+
+
 # -- the auditor ----------------------------------------------------------------------------
 
 
@@ -161,7 +214,7 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m bench.child JOB_JSON", file=sys.stderr)
         return 2
     job = json.loads(argv[0])
-    runner = run_floor if job["mode"] == "floor" else run_audit
+    runner = {"floor": run_floor, "client": run_client}.get(job["mode"], run_audit)
     try:
         result = asyncio.run(runner(job))
     except JobError as exc:

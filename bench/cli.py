@@ -1,7 +1,9 @@
 """``python -m bench [--quick] [--only sqlite|postgresql] [--reps N] [--json]``.
 
 For each scenario and database, ``reps`` rounds (see :func:`measure`) of: the floor, the
-baseline cycle on a fresh database, the no-change cycle on that database. Times are medians
+auditor's client alone (fetching as an audit does, storing nothing: what an audit costs over
+the floor splits into the client's part and the store's), the baseline cycle on a fresh
+database, the no-change cycle on that database. Times are medians
 over the rounds, ratios the medians of each round's audit over its floor; peak RSS is the
 largest of the processes; database growth is per PBX and per cycle.
 """
@@ -83,6 +85,8 @@ class Row:
     floor: Measure
     baseline: Measure
     steady: Measure
+    # The auditor's client alone (fetching as an audit does, storing nothing).
+    client: Measure = field(default_factory=Measure)
 
     def ratio(self, m: Measure) -> float:
         """The median of the rounds' ratios, each audit over the floor of its own round."""
@@ -109,6 +113,10 @@ class Row:
             "scripts": sum(s for _, s in self.scenario.pbxs),
             "database": self.database,
             "floor": part(self.floor, ratio=False),
+            "client": {
+                **part(self.client, ratio=False),
+                "ratio": round(self.ratio(self.client), 3),
+            },
             "baseline": part(self.baseline),
             "no_change": part(self.steady),
         }
@@ -170,7 +178,8 @@ def measure(
     concurrency: int,
     progress: bool,
 ) -> Row:
-    """``reps`` rounds of: the floor, a baseline on a fresh database, a no-change cycle on it.
+    """``reps`` rounds of: the floor, the client alone, a baseline on a fresh database, a
+    no-change cycle on it.
 
     Each in a fresh process; the floor and the no-change cycle after one warm-up cycle in
     that process. Rounds pair each audit with a floor taken moments before it, so that a
@@ -178,7 +187,7 @@ def measure(
     """
     pbxs = [list(p) for p in scenario.pbxs]
     common = {"base": base, "pbxs": pbxs, "concurrency": concurrency}
-    floor, baseline, steady = Measure(), Measure(), Measure()
+    floor, client, baseline, steady = Measure(), Measure(), Measure(), Measure()
     grown: list[Size] = []
     added: list[Size] = []
     for rep in range(reps):
@@ -189,6 +198,7 @@ def measure(
                 flush=True,
             )
         floor.add(_child({**common, "mode": "floor", "warmup": 1, "cycles": 1}))
+        client.add(_child({**common, "mode": "client", "warmup": 1, "cycles": 1}))
         url = dbs.fresh()
         try:
             before = dbs.size(url)
@@ -208,7 +218,7 @@ def measure(
     cycles = 2 * reps * len(pbxs)
     steady.alloc_per_pbx = sum(a.alloc for a in added) / cycles
     steady.used_per_pbx = sum(a.used for a in added) / cycles
-    return Row(scenario, dbs.kind, floor, baseline, steady)
+    return Row(scenario, dbs.kind, floor, baseline, steady, client)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -250,6 +260,20 @@ def table(rows: Sequence[Row]) -> str:
                     _bytes(m.used_per_pbx),
                 )
             )
+        client = row.client
+        lines.append(
+            (
+                row.scenario.label,
+                row.database,
+                "client",
+                f"{client.seconds:.3f} s",
+                f"{row.floor.seconds:.3f} s",
+                f"{row.ratio(client):.2f}",
+                _mb(client.rss_kb),
+                "",
+                "",
+            )
+        )
         floor_rss = _mb(row.floor.rss_kb)
         lines.append((row.scenario.label, row.database, "floor", "", "", "", floor_rss, "", ""))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]

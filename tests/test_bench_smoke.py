@@ -25,7 +25,7 @@ def test_quick_sqlite_bench_prints_its_table() -> None:
         assert column in header
     rows = [line.split() for line in lines if " sqlite " in line]
     cycles = {row[row.index("sqlite") + 1] for row in rows}
-    assert cycles == {"baseline", "no-change", "floor"}
-    # Two scenarios, each with a baseline, a no-change and a floor line.
-    assert len(rows) == 6
+    assert cycles == {"baseline", "no-change", "client", "floor"}
+    # Two scenarios, each with a baseline, a no-change, a client and a floor line.
+    assert len(rows) == 8
     assert "postgresql" not in done.stdout.split("target")[0]
