@@ -179,7 +179,8 @@ def cmd_scripts(args: argparse.Namespace) -> int:
 async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
     from auditor.store import Store
 
-    store = await Store.open(loaded.settings.database.url)
+    settings = loaded.settings
+    store = await Store.open(settings.database.url, concurrency=settings.audit.max_concurrent)
     if migrate:
         try:
             await store.ensure_schema()

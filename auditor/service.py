@@ -298,7 +298,9 @@ class Service:
                 watchdog = asyncio.create_task(self._watchdog(self._notify.watchdog_interval))
             lock = SqliteLock.acquire(self._settings.database.url)
             self._notify.status("starting: opening and migrating the database")
-            self._store = await Store.open(self._settings.database.url)
+            self._store = await Store.open(
+                self._settings.database.url, concurrency=self._settings.audit.max_concurrent
+            )
             self.state.database_ok = True
             # On PostgreSQL the migration runs under an advisory lock: replicas starting
             # together migrate one after the other.

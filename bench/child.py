@@ -184,7 +184,7 @@ async def run_audit(job: dict[str, Any]) -> dict[str, Any]:
     warmup = int(job.get("warmup", 0))
     times: list[float] = []
     requests = 0
-    store = await Store.open(settings.database.url)
+    store = await Store.open(settings.database.url, concurrency=settings.audit.max_concurrent)
     try:
         for index in range(warmup + int(job["cycles"])):
             started = time.perf_counter()

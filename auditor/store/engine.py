@@ -44,6 +44,19 @@ SCRIPT_LOCATION = "auditor:migrations"
 SCHEMA_HEAD = "0005"
 
 
+def pool_size_for(concurrency: int) -> int:
+    """PostgreSQL connections a process keeps open when it runs ``concurrency`` audits at once.
+
+    Each running audit holds one for its short transactions, and the service has a few other
+    users (HTTP API, deliverer, scheduler); a pool smaller than that made audits open and close
+    overflow connections on every transaction (a fleet's no-change cycle took half again as
+    long). Bounded, so that a few replicas stay well under PostgreSQL's default
+    ``max_connections`` of 100; beyond the pool, up to 10 more are opened as needed.
+    Connections are opened on first use, so a large pool costs nothing until it is used.
+    """
+    return min(max(concurrency, 1), 16) + 2
+
+
 class MigrationError(Exception):
     """Alembic refused to migrate; carries its message (alembic is imported only to migrate)."""
 

@@ -69,6 +69,7 @@ from auditor.store.engine import (
     display_url,
     driver_url,
     head_revisions,
+    pool_size_for,
     translate_errors,
     upgrade_blocking,
 )
@@ -155,9 +156,13 @@ class Store:
             self._worker = TransactionWorker(self._thread_engine, write_option=WRITE_OPTION)
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 5) -> Store:
-        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``) and check it answers."""
-        engine = create_engine(driver_url(url), pool_size=pool_size)
+    async def open(cls, url: str, *, concurrency: int = 1) -> Store:
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``) and check it answers.
+
+        ``concurrency``: how many audits will use the store at once (``audit.max_concurrent``),
+        which sizes the PostgreSQL connection pool (:func:`pool_size_for`).
+        """
+        engine = create_engine(driver_url(url), pool_size=pool_size_for(concurrency))
         store = cls(engine, url=url)
         try:
             with store._errors("cannot connect"):
