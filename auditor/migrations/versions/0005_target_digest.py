@@ -1,8 +1,9 @@
-"""targets.digest: the digest of each target's current record.
+"""targets.digest: the digest of the PBX's answers that each target's record last matched.
 
-A run that changes nothing, the common case, compares the digest of its snapshot with this
-column instead of reading every content hash of the record and diffing. NULL until the next
-complete run of the target sets it.
+SHA-256 over the answers exactly as received, stored by a complete run when the record then
+holds exactly what they said. A run that changes nothing, the common case, compares the
+digest of its answers with this column instead of building, hashing and diffing every item.
+NULL until the next complete run of the target sets it.
 
 Revision ID: 0005
 Revises: 0004
