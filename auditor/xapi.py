@@ -623,6 +623,7 @@ class XapiClient:
             bodies: list[bytes] = []
             seen: set[str] = set()
             duplicates: list[str] = []
+            repeated = False
             counts: set[int] = set()
             skip = 0
             pages = 0
@@ -649,6 +650,7 @@ class XapiClient:
                     counts.add(page.count)
                 if not page.items:
                     break
+                known = len(seen)
                 for item in page.items:
                     key = item[SCRIPT_KEY_FIELD]
                     if key in seen:
@@ -658,8 +660,19 @@ class XapiClient:
                 skip += len(page.items)
                 if page.count is not None and skip >= page.count:
                     break
+                if len(seen) == known:
+                    # Nothing but keys already listed: the PBX answers the same items whatever
+                    # $skip says, or the listing moved by a page or more. Without
+                    # @odata.count paging on would never end; start over instead.
+                    repeated = True
+                    break
             reported = max(counts) if counts else None
-            if duplicates:
+            if repeated:
+                problem = (
+                    f"page {pages} held only keys already listed, e.g. {duplicates[0]!r} (a PBX "
+                    "or proxy ignoring $skip, or a listing that moved by a whole page)"
+                )
+            elif duplicates:
                 problem = f"{len(duplicates)} duplicate key(s), e.g. {duplicates[0]!r}"
             elif len(counts) > 1:
                 problem = f"@odata.count changed while paging ({sorted(counts)})"

@@ -370,6 +370,22 @@ async def test_a_listing_that_keeps_shifting_is_incomplete(hq: Hq) -> None:
     assert hq.pbx.stats.logins == 1
 
 
+@pytest.mark.parametrize("mode", ["count", "no_count"])
+async def test_a_pbx_ignoring_skip_is_incomplete_at_once(hq: Hq, mode: str) -> None:
+    """Every page is the first one: a page of keys already listed ends each attempt (without
+    @odata.count paging would otherwise go on until listing_timeout)."""
+    hq.pbx.add_fault("ignore_skip", endpoint="scripts", mode=mode, times=None)
+    async with hq.client(max_relist=2, listing_timeout="60s") as client:
+        error = await hq.failure(client.list_failover_scripts(), IncompleteListingError)
+
+    assert "shifted while paging 3 times" in str(error)
+    assert "page 2 held only keys already listed" in str(error)
+    assert "ignoring $skip" in str(error)
+    # Two pages per attempt, three attempts, one login.
+    assert hq.skips() == [0, 100] * 3
+    assert hq.pbx.stats.logins == 1
+
+
 # -- retries -----------------------------------------------------------------------------------
 
 

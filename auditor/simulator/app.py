@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -108,6 +109,7 @@ async def serve_pbx(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web
 
     decisive: Fault | None = None
     label: str | None = None
+    ignore_skip: str | None = None
     if pbx.faults:
         skip = lenient_skip(query)
         due = [fault for fault in pbx.faults if fault.observe(endpoint, skip)]
@@ -122,6 +124,8 @@ async def serve_pbx(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web
                 await asyncio.sleep(fault.seconds)
             elif fault.action == "expire_token":
                 _expire_for(request, pbx, endpoint)
+            elif fault.action == "ignore_skip":
+                ignore_skip = fault.mode or "count"
             else:
                 pbx.shift(skip, fault.count)
         label = "+".join(applied) or None
@@ -146,7 +150,7 @@ async def serve_pbx(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web
     elif endpoint == "other":
         response = odata_error(404, _no_resource(sub))
     else:
-        response = _xapi(request, pbx, endpoint, sub, mount, wrong)
+        response = _xapi(request, pbx, endpoint, sub, mount, wrong, ignore_skip)
 
     if decisive is not None and decisive.action == "truncate":
         record(response.status, label)
@@ -156,7 +160,13 @@ async def serve_pbx(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web
 
 
 def _xapi(
-    request: web.Request, pbx: Pbx, endpoint: Endpoint, sub: str, mount: str, wrong: str | None
+    request: web.Request,
+    pbx: Pbx,
+    endpoint: Endpoint,
+    sub: str,
+    mount: str,
+    wrong: str | None,
+    ignore_skip: str | None = None,
 ) -> web.Response:
     refused = _check_bearer(request, pbx)
     if refused is not None:
@@ -170,7 +180,7 @@ def _xapi(
     service = f"{request.scheme}://{request.host}{mount}/xapi/v1/$metadata#"
     if endpoint == "settings":
         return _settings(pbx, service, wrong)
-    return _listing(request, pbx, service, wrong)
+    return _listing(request, pbx, service, wrong, ignore_skip)
 
 
 def _check_bearer(request: web.Request, pbx: Pbx) -> web.Response | None:
@@ -194,9 +204,14 @@ def _check_bearer(request: web.Request, pbx: Pbx) -> web.Response | None:
     )
 
 
-def _listing(request: web.Request, pbx: Pbx, service: str, wrong: str | None) -> web.Response:
+def _listing(
+    request: web.Request, pbx: Pbx, service: str, wrong: str | None, ignore_skip: str | None
+) -> web.Response:
     try:
         query = parse_listing_query(request.query)
+        if ignore_skip is not None:
+            # The ignore_skip fault: $skip never reaches the listing (nor $count, if asked).
+            query = replace(query, skip=0, count=query.count and ignore_skip != "no_count")
         if query.top is not None:
             pbx.stats.note_top(query.top)
             if query.top > pbx.max_top:

@@ -5,7 +5,8 @@ Matching: ``endpoint`` (``token``, ``scripts``, ``settings``, ``xapi`` = any XAP
 without ``$skip`` counts as 0, so ``skip=0`` is the first page) and ``nth`` (the rule starts
 firing at the nth request it matches, 1-based, counted from when the rule was added).
 ``times`` caps how often it fires (None: forever). Rules are checked in the order they were
-added; ``delay``, ``expire_token`` and ``shift`` do their thing and let checking go on, any
+added; ``delay``, ``expire_token``, ``shift`` and ``ignore_skip`` do their thing and let
+checking go on, any
 other action decides the answer and ends checking (later rules are then not consumed, though
 every matching rule counts the request towards its ``nth``).
 
@@ -24,6 +25,9 @@ expire_token   invalidate the token this request carries (every live token of th
                a token request) before it is served, so it is answered 401
 shift          before serving, insert ``count`` items (``count`` < 0: remove ``-count``)
                that sort before the request's ``$skip``, so offset paging sees a shifted list
+ignore_skip    serve the listing as if ``$skip`` were absent (every page is the first one),
+               as a PBX or proxy that drops the option would; ``mode="no_count"`` also
+               leaves ``@odata.count`` out (``mode="count"``, the default, keeps it)
 wrong_types    a 200 of the right shape but wrong types. Listing: ``mode="value"`` (default)
                ``value`` is an object; ``"items"`` items are strings; ``"filename"``
                ``Filename`` is a number; ``"count"`` ``@odata.count`` is a string;
@@ -39,18 +43,27 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 FaultAction = Literal[
-    "status", "drop", "truncate", "garbage", "delay", "expire_token", "shift", "wrong_types"
+    "status",
+    "drop",
+    "truncate",
+    "garbage",
+    "delay",
+    "expire_token",
+    "shift",
+    "ignore_skip",
+    "wrong_types",
 ]
 FaultEndpoint = Literal["token", "scripts", "settings", "xapi", "any"]
 Endpoint = Literal["token", "scripts", "settings", "xapi", "other"]
 
 ACTIONS: tuple[str, ...] = get_args(FaultAction)
 ENDPOINTS: tuple[str, ...] = get_args(FaultEndpoint)
-PASS_THROUGH: frozenset[str] = frozenset({"delay", "expire_token", "shift"})
+PASS_THROUGH: frozenset[str] = frozenset({"delay", "expire_token", "shift", "ignore_skip"})
 """Actions after which the request goes on (to later rules and to the normal answer)."""
 
 MODES: dict[str, tuple[str, ...]] = {
     "truncate": ("length", "cut"),
+    "ignore_skip": ("count", "no_count"),
     "wrong_types": ("value", "items", "filename", "count", "missing"),
 }
 
