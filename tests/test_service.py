@@ -388,6 +388,35 @@ async def test_sighup_adds_and_removes_targets_and_refuses_an_invalid_config(
     assert json.dumps(daemon.alerts) == "[]"
 
 
+async def test_sighup_names_the_keys_that_need_a_restart_and_keeps_their_old_values(
+    tmp_path: Path, sim: tuple[Simulator, str], spawn_daemon: DaemonSpawner
+) -> None:
+    _, base = sim
+    database = f"sqlite:///{tmp_path / 'audit.db'}"
+    elsewhere = tmp_path / "elsewhere.db"
+    path = tmp_path / "auditor.toml"
+    config = daemon_config(path, database=database, targets=targets(base, 1))
+    listen = tomllib.loads(config.read_text())["http"]["listen"]
+    daemon = await spawn_daemon(config)
+    await daemon.until(audited(daemon, "pbx-0001", 1), "the baseline")
+
+    daemon_config(
+        path, database=f"sqlite:///{elsewhere}", targets=targets(base, 1, 2), listen=listen
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    await daemon.until(lambda: bool(daemon.events("config.reloaded")), "config.reloaded")
+    (restart,) = daemon.events("config.restart_needed")
+    assert restart["keys"] == ["database.url"]
+    at = str(daemon.events("config.reloaded")[0]["ts"])
+    # The rest of the new config applies; the database stays the one the daemon opened.
+    await daemon.until(audited(daemon, "pbx-0002", 1, at), "the added target audited")
+    await daemon.until(audited(daemon, "pbx-0001", 1, at), "pbx-0001 still audited")
+    assert await daemon.stop() == 0
+    assert not elsewhere.exists()
+    grouped = await runs_by_target(database)
+    assert set(grouped) == {"pbx-0001", "pbx-0002"}
+
+
 async def test_a_config_the_daemon_cannot_use_exits_2_with_one_line(
     tmp_path: Path, spawn_daemon: DaemonSpawner
 ) -> None:
