@@ -24,16 +24,20 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from yarl import URL
 
 from auditor.simulator import SCRIPTS_PATH, SETTINGS_PATH, TOKEN_PATH, pbx_url
 
+if TYPE_CHECKING:
+    from auditor.config import TargetSettings
+
 PAGE_SIZE = 100
 CLIENT_SECRET = "secret"
+R = TypeVar("R")
 
 
 class JobError(Exception):
@@ -43,6 +47,39 @@ class JobError(Exception):
 def peak_rss_kb() -> int:
     # Linux reports ru_maxrss in KiB.
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+async def timed(
+    job: dict[str, Any], run: Callable[[], Awaitable[R]], check: Callable[[R], int]
+) -> dict[str, Any]:
+    """``warmup`` untimed and ``cycles`` timed runs of ``run``; ``check`` proves each did the
+    whole job (JobError otherwise) and gives its number of requests."""
+    warmup = int(job.get("warmup", 0))
+    times: list[float] = []
+    requests = 0
+    for index in range(warmup + int(job["cycles"])):
+        started = time.perf_counter()
+        result = await run()
+        if index >= warmup:
+            times.append(time.perf_counter() - started)
+        requests = check(result)
+    return {"times": times, "requests": requests}
+
+
+def targets_of(job: dict[str, Any]) -> list[TargetSettings]:
+    """The job's PBXs as the auditor's targets."""
+    from auditor.config import TargetSettings
+
+    return [
+        TargetSettings(
+            name=str(name),
+            url=pbx_url(job["base"], str(name)),
+            client_id="auditor",
+            client_secret=CLIENT_SECRET,
+            page_size=PAGE_SIZE,
+        )
+        for name, _ in job["pbxs"]
+    ]
 
 
 # -- the floor ------------------------------------------------------------------------------
@@ -93,64 +130,41 @@ async def floor_cycle(base: str, pbxs: Sequence[tuple[str, int]], concurrency: i
 
 async def run_floor(job: dict[str, Any]) -> dict[str, Any]:
     pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
-    warmup = int(job.get("warmup", 0))
-    times: list[float] = []
-    requests = 0
-    for index in range(warmup + int(job["cycles"])):
-        started = time.perf_counter()
-        requests = await floor_cycle(job["base"], pbxs, int(job["concurrency"]))
-        if index >= warmup:
-            times.append(time.perf_counter() - started)
-    return {"times": times, "requests": requests}
+    concurrency = int(job["concurrency"])
+    return await timed(job, lambda: floor_cycle(job["base"], pbxs, concurrency), lambda n: n)
 
 
 # -- the auditor's client alone ---------------------------------------------------------------
 
 
 async def run_client(job: dict[str, Any]) -> dict[str, Any]:
-    from auditor.audit import fetch, settle_heap
-    from auditor.config import TargetSettings
+    from auditor.audit import Fetched, fetch, settle_heap
     from auditor.logs import configure
     from auditor.xapi import TokenCache, XapiClient
 
     configure("warning", "json")
-    pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
-    targets = [
-        TargetSettings(
-            name=name,
-            url=pbx_url(job["base"], name),
-            client_id="auditor",
-            client_secret=CLIENT_SECRET,
-            page_size=PAGE_SIZE,
-        )
-        for name, _ in pbxs
-    ]
-    expected = dict(pbxs)
+    targets = targets_of(job)
+    expected = {str(n): int(s) for n, s in job["pbxs"]}
 
-    async def cycle() -> int:
+    async def cycle() -> list[tuple[str, Fetched]]:
         # As audit_many: one token cache per cycle, one client per PBX, bounded concurrency.
         tokens = TokenCache()
         limit = asyncio.Semaphore(int(job["concurrency"]))
 
-        async def one(target: TargetSettings) -> int:
+        async def one(target: TargetSettings) -> tuple[str, Fetched]:
             async with limit, XapiClient(target, tokens=tokens) as client:
-                fetched = await fetch(client)
-            if len(fetched.scripts) != expected[target.name]:
-                raise JobError(f"client: {target.name} listed {len(fetched.scripts)} scripts")
-            return 2 + fetched.pages
+                return target.name, await fetch(client)
 
-        return sum(await asyncio.gather(*(one(t) for t in targets)))
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+
+    def check(results: list[tuple[str, Fetched]]) -> int:
+        for name, fetched in results:
+            if len(fetched.scripts) != expected[name]:
+                raise JobError(f"client: {name} listed {len(fetched.scripts)} scripts")
+        return sum(2 + fetched.pages for _, fetched in results)
 
     settle_heap()
-    warmup = int(job.get("warmup", 0))
-    times: list[float] = []
-    requests = 0
-    for index in range(warmup + int(job["cycles"])):
-        started = time.perf_counter()
-        requests = await cycle()
-        if index >= warmup:
-            times.append(time.perf_counter() - started)
-    return {"times": times, "requests": requests}
+    return await timed(job, cycle, check)
 
 
 # -- the auditor ----------------------------------------------------------------------------
@@ -158,55 +172,41 @@ async def run_client(job: dict[str, Any]) -> dict[str, Any]:
 
 async def run_audit(job: dict[str, Any]) -> dict[str, Any]:
     # Imported here so that the floor's process carries none of the auditor's modules.
-    from auditor.audit import audit_many
-    from auditor.config import Settings, TargetSettings
+    from auditor.audit import AuditResult, audit_many
+    from auditor.config import Settings
     from auditor.logs import configure
     from auditor.store import Store
 
     configure("warning", "json")
-    pbxs = [(str(n), int(s)) for n, s in job["pbxs"]]
-    expected = dict(pbxs)
+    expected = {str(n): int(s) for n, s in job["pbxs"]}
     settings = Settings(
         database={"url": job["database"]},
         audit={"max_concurrent": int(job["concurrency"])},
-        targets=tuple(
-            TargetSettings(
-                name=name,
-                url=pbx_url(job["base"], name),
-                client_id="auditor",
-                client_secret=CLIENT_SECRET,
-                page_size=PAGE_SIZE,
-            )
-            for name, _ in pbxs
-        ),
+        targets=tuple(targets_of(job)),
     )
     baseline = job["expect"] == "baseline"
-    warmup = int(job.get("warmup", 0))
-    times: list[float] = []
-    requests = 0
+
+    def check(results: list[AuditResult]) -> int:
+        requests = 0
+        for result in results:
+            if not result.ok or result.items != expected[result.target]:
+                raise JobError(
+                    f"audit of {result.target}: {result.status}, {result.items} items "
+                    f"(expected {expected[result.target]}): {result.error}"
+                )
+            if result.baseline != baseline or (not baseline and result.changes):
+                raise JobError(
+                    f"audit of {result.target}: baseline={result.baseline}, "
+                    f"{result.changes} changes; the job expects a {job['expect']} run"
+                )
+            requests += 2 + (result.pages or 0)
+        return requests
+
     store = await Store.open(settings.database.url, concurrency=settings.audit.max_concurrent)
     try:
-        for index in range(warmup + int(job["cycles"])):
-            started = time.perf_counter()
-            results = await audit_many(settings, store, settings.targets)
-            if index >= warmup:
-                times.append(time.perf_counter() - started)
-            requests = 0
-            for result in results:
-                if not result.ok or result.items != expected[result.target]:
-                    raise JobError(
-                        f"audit of {result.target}: {result.status}, {result.items} items "
-                        f"(expected {expected[result.target]}): {result.error}"
-                    )
-                if result.baseline != baseline or (not baseline and result.changes):
-                    raise JobError(
-                        f"audit of {result.target}: baseline={result.baseline}, "
-                        f"{result.changes} changes; the job expects a {job['expect']} run"
-                    )
-                requests += 2 + (result.pages or 0)
+        return await timed(job, lambda: audit_many(settings, store, settings.targets), check)
     finally:
         await store.close()
-    return {"times": times, "requests": requests}
 
 
 def main(argv: Sequence[str]) -> int:
