@@ -89,8 +89,10 @@ async def audit(
     events: tuple[AlertDraft, ...] = (),
     states: tuple[AlertState, ...] = (),
     sinks: tuple[str, ...] = (),
+    digest: str | None = None,
 ) -> int:
-    """One run the way the audit does it: read the last snapshot, diff, commit."""
+    """One run the way the audit does it: read the last snapshot, diff, commit. ``digest``
+    is kept only on a target's first complete run (no previous run is named)."""
     started = at or datetime.now(UTC)
     run_id = await store.begin_run(target_id, started)
     found = diff(await current_bodies(store, target_id), bodies)
@@ -107,6 +109,7 @@ async def audit(
             events=events,
             alert_states=states,
             sinks=sinks,
+            digest=digest,
         )
     )
     return run_id
@@ -758,26 +761,18 @@ async def test_the_newest_migration_goes_down_and_up_on_a_populated_database(
     """Downgrading the newest migration and upgrading again keeps every record (on SQLite
     the batch mode copies the targets table that every other table refers to)."""
     bodies = scripts(3)
-    start = await store.start_run("hq", "https://hq.example", T0)
-    await store.commit_run(
-        RunOutcome(
-            run_id=start.run_id,
-            target_id=start.target_id,
-            status="ok",
-            finished_at=T0,
-            digest="d" * 64,
-            changes=diff({}, bodies),
-        )
-    )
+    target = await store.ensure_target("hq", "https://hq.example")
+    first = await audit(store, target, bodies, at=T0, digest="d" * 64)
+    assert (await store.start_run("hq", "https://hq.example", T0)).digest == "d" * 64
     await store.close()
     await asyncio.to_thread(_alembic, db_url, "downgrade", "-1")
     await asyncio.to_thread(_alembic, db_url, "upgrade", "head")
     async with await Store.open(db_url) as again:
         assert await again.at_head()
         [row] = await again.targets()
-        assert (row.name, row.last_complete_run_id) == ("hq", start.run_id)
+        assert (row.name, row.last_complete_run_id) == ("hq", first)
         next_run = await again.start_run("hq", "https://hq.example", T0)
         # The digest went with the column: the next run diffs in full and sets it again.
-        assert (next_run.previous_run_id, next_run.digest) == (start.run_id, None)
+        assert (next_run.previous_run_id, next_run.digest) == (first, None)
         assert len(await again.current_hashes(next_run.target_id)) == len(bodies)
         assert (await again.verify()).ok
