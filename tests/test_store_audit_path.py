@@ -36,10 +36,9 @@ async def test_start_run_creates_the_target_once_and_follows_its_url(store: Stor
     ]
 
 
-async def test_previous_state_has_the_current_hashes_and_alert_states(store: Store) -> None:
+async def test_current_hashes_and_alert_states_follow_the_record(store: Store) -> None:
     start = await store.start_run("hq", "https://hq.example", T0)
-    empty = await store.previous_state(start.target_id)
-    assert (dict(empty.hashes), dict(empty.alerts)) == ({}, {})
+    assert await store.current_hashes(start.target_id) == {}
 
     settings = {"Enabled": True, "PreStartScript": "a.sh"}
     added = [
@@ -74,17 +73,13 @@ async def test_previous_state_has_the_current_hashes_and_alert_states(store: Sto
     assert second.previous_run_id == start.run_id
     assert dict(second.alerts) == {state.fingerprint: state}
 
-    previous = await store.previous_state(second.target_id)
-    assert dict(previous.alerts) == dict(second.alerts)
-    expected = {
+    assert await store.alert_states(second.target_id) == {state.fingerprint: state}
+    assert await store.current_hashes(second.target_id) == {
         (SCRIPTS, "a.sh"): content_hash(body("a.sh")),
         (SCRIPTS, "b.sh"): content_hash(body("b.sh")),
         (SETTINGS, SETTINGS_KEY): content_hash(settings),
     }
-    assert dict(previous.hashes) == expected == await store.current_hashes(second.target_id)
     assert second.digest is None  # the baseline was committed without one
-    without = await store.previous_state(second.target_id, hashes=False)
-    assert (dict(without.hashes), dict(without.alerts)) == ({}, {state.fingerprint: state})
 
     # A change closes the old version: only the new content is current.
     await store.commit_run(

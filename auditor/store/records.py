@@ -72,19 +72,6 @@ class RunStart:
 
 
 @dataclass(frozen=True, slots=True)
-class PreviousState:
-    """What an audit compares against, read in one go by ``Store.previous_state``.
-
-    ``hashes`` maps ``(collection, key)`` of every current item to its content hash (the
-    bodies stay in the database until a hash differs); ``alerts`` is the lifecycle state
-    of every alert fingerprint of the target.
-    """
-
-    hashes: Mapping[tuple[str, str], str]
-    alerts: Mapping[str, AlertState]
-
-
-@dataclass(frozen=True, slots=True)
 class RunOutcome:
     """Everything one finished run writes, committed in one transaction by ``commit_run``.
 

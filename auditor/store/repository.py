@@ -79,7 +79,6 @@ from auditor.store.records import (
     ClaimedTarget,
     Delivery,
     FleetHealth,
-    PreviousState,
     RunOutcome,
     RunStart,
     TargetRow,
@@ -313,8 +312,8 @@ class Store:
 
         An audit does this for every target on every tick: one transaction instead of three,
         and the target row is written only when it is new or its URL changed. The record's
-        content hashes are not read here: a run whose snapshot has the record's digest does
-        not need them (:meth:`current_hashes` reads them for one that does).
+        content hashes are not read here: a run whose answers have the stored digest does not
+        need them (:meth:`current_hashes` reads them for one that does).
         """
 
         def work(conn: Connection) -> RunStart:
@@ -430,15 +429,6 @@ class Store:
                     raise StoreError(f"database {self.url_for_display}: no target {target_id}")
                 items = await _items(conn, versions.c.last_run_id.is_(None), target_id)
         return head.last_complete_run_id, Snapshot.of(head.name, items)
-
-    async def previous_state(self, target_id: int, *, hashes: bool = True) -> PreviousState:
-        """The content hashes of the target's current items and its alert states, in one
-        read. ``hashes=False`` (a failed run, or no baseline yet) skips the items."""
-
-        with self._errors("cannot read the previous state"):
-            return await self._transact(
-                partial(_previous_state, target_id=target_id, hashes=hashes), write=False
-            )
 
     async def current_hashes(self, target_id: int) -> dict[tuple[str, str], str]:
         """The content hash of each current item of the target, by ``(collection, key)``."""
@@ -1534,12 +1524,6 @@ def _delivery(r: Row[Any]) -> Delivery:
 
 def _current_hashes(conn: Connection, target_id: int) -> dict[tuple[str, str], str]:
     return {(c, k): h for c, k, h in conn.execute(_CURRENT_HASHES, {"target_id": target_id})}
-
-
-def _previous_state(conn: Connection, target_id: int, *, hashes: bool) -> PreviousState:
-    found = _current_hashes(conn, target_id) if hashes else {}
-    rows = conn.execute(_ALERT_STATES, {"target_id": target_id}).all()
-    return PreviousState(hashes=found, alerts=_alert_states(rows))
 
 
 def _alert_states(rows: Sequence[Row[Any]]) -> dict[str, AlertState]:
