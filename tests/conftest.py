@@ -17,8 +17,10 @@ import asyncio
 import inspect
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import (
@@ -137,6 +139,28 @@ async def raw(db_url: str, store: Store) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+# -- TLS (test_xapi.py, test_simulator.py) ---------------------------------------------------
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, made with openssl for one day."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: no self-signed certificate for the TLS test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 # -- the daemon as a subprocess (test_service.py, test_replicas.py) ---------------------------

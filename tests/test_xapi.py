@@ -10,9 +10,7 @@ import asyncio
 import io
 import json
 import re
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -746,24 +744,6 @@ async def test_one_page_with_every_option(hq: Hq) -> None:
 
 
 # -- TLS and time limits -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("neither cryptography nor openssl: no self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def test_tls_with_a_self_signed_certificate(self_signed: tuple[Path, Path]) -> None:
