@@ -15,7 +15,7 @@ import gc
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -37,7 +37,7 @@ from auditor.model import (
     Snapshot,
     utcnow,
 )
-from auditor.store import RunOutcome, Store
+from auditor.store import RunOutcome, RunStart, Store
 from auditor.xapi import TokenCache, XapiClient
 
 log = structlog.get_logger("auditor.audit")
@@ -129,6 +129,7 @@ async def audit_target(
     client: XapiClient,
     *,
     policy: Policy,
+    start: RunStart | None = None,
     deadline: timedelta | None = None,
     sinks: Sequence[str] = (),
     router: Router | None = None,
@@ -136,11 +137,14 @@ async def audit_target(
 ) -> AuditResult:
     """Audit ``target`` once and record the run; never raises SourceError (it is recorded).
 
-    Each alert event is enqueued for the sinks named in ``sinks`` and those whose filter
-    in ``router`` (``Router.of(settings.alerts)``) matches it.
+    ``start``: the run, when it was already recorded as running (:meth:`Store.start_runs`);
+    otherwise it is recorded now. Each alert event is enqueued for the sinks named in
+    ``sinks`` and those whose filter in ``router`` (``Router.of(settings.alerts)``) matches it.
     """
     bound = log.bind(target=target.name)
-    start = await store.start_run(target.name, target.url, utcnow())
+    began = utcnow()
+    if start is None:
+        start = await store.start_run(target.name, target.url, began)
     target_id, run_id, previous_run = start.target_id, start.run_id, start.previous_run_id
     bound = bound.bind(run_id=run_id)
 
@@ -159,18 +163,7 @@ async def audit_target(
         limit = format_duration(deadline) if deadline else "its time limit"
         error = f"{target.name}: audit not finished within {limit} (audit.timeout)"
     except asyncio.CancelledError:
-        # Shielded: the run must not stay 'running' nor be diffed.
-        await asyncio.shield(
-            store.commit_run(
-                RunOutcome(
-                    run_id=run_id,
-                    target_id=target_id,
-                    status="failed",
-                    finished_at=utcnow(),
-                    error=f"{target.name}: audit cancelled (shutdown or timeout)",
-                )
-            )
-        )
+        await _record_cancelled(store, target, start, began, "audit cancelled")
         raise
 
     finished = utcnow()
@@ -221,6 +214,7 @@ async def audit_target(
             run_id=run_id,
             target_id=target_id,
             status=status,
+            started_at=began,
             finished_at=finished,
             pages=fetched.pages if fetched else None,
             items=items,
@@ -284,22 +278,56 @@ async def audit_many(
     policy = policy_of(settings)
     router = Router.of(settings.alerts)
 
-    async def one(target: TargetSettings) -> AuditResult:
-        async with limit, XapiClient(target, tokens=tokens) as client:
-            result = await audit_target(
-                target,
-                store,
-                client,
-                policy=policy,
-                router=router,
-                deadline=settings.audit.timeout,
-                on_alert=on_alert,
-            )
+    queued = utcnow()
+
+    async def one(target: TargetSettings, start: RunStart) -> AuditResult:
+        begun = False
+        try:
+            async with limit, XapiClient(target, tokens=tokens) as client:
+                begun = True
+                result = await audit_target(
+                    target,
+                    store,
+                    client,
+                    policy=policy,
+                    start=start,
+                    router=router,
+                    deadline=settings.audit.timeout,
+                    on_alert=on_alert,
+                )
+        except asyncio.CancelledError:
+            # Once begun, audit_target records a cancelled run itself.
+            if not begun:
+                await _record_cancelled(
+                    store, target, start, queued, "audit cancelled before it began"
+                )
+            raise
         if on_done is not None:
             on_done(result)
         return result
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+    # All the cycle's runs are recorded as running at once (a few statements in all, not a
+    # few per target); each run's started_at becomes the time its audit began.
+    starts = await store.start_runs([(t.name, t.url) for t in targets], queued)
+    return list(await asyncio.gather(*(one(t, s) for t, s in zip(targets, starts, strict=True))))
+
+
+async def _record_cancelled(
+    store: Store, target: TargetSettings, start: RunStart, began: datetime, what: str
+) -> None:
+    # Shielded: the run must not stay 'running' nor be diffed.
+    await asyncio.shield(
+        store.commit_run(
+            RunOutcome(
+                run_id=start.run_id,
+                target_id=start.target_id,
+                status="failed",
+                started_at=began,
+                finished_at=utcnow(),
+                error=f"{target.name}: {what} (shutdown or timeout)",
+            )
+        )
+    )
 
 
 async def _previous_snapshot(

@@ -7,8 +7,12 @@ Against real SQLite files and a real PostgreSQL (``store`` fixture in conftest.p
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from auditor.errors import StoreError
 from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, Change, content_hash
@@ -195,3 +199,156 @@ async def test_a_failing_write_among_concurrent_ones_fails_alone(store: Store) -
     recorded = await store.changes(limit=None)
     assert sorted(c.target for c in recorded) == [f"pbx-{i}" for i in range(6)]
     assert (await store.verify()).ok
+
+
+async def test_start_runs_records_a_fleet_in_one_go(store: Store) -> None:
+    known = await store.start_run("b", "https://b.example", T0)
+    state = AlertState(
+        fingerprint="e" * 32,
+        kind="script.disconnected",
+        collection=SCRIPTS,
+        key="x.sh",
+        status="firing",
+        severity="warning",
+        first_seen=T0,
+        last_seen=T0,
+        last_notified=T0,
+        resolved_at=None,
+        message="b: x.sh is Disconnected",
+    )
+    await store.commit_run(
+        RunOutcome(
+            run_id=known.run_id,
+            target_id=known.target_id,
+            status="ok",
+            finished_at=T0,
+            digest="d" * 64,
+            changes=[Change(SCRIPTS, "x.sh", "added", None, body("x.sh"))],
+            alert_states=[state],
+        )
+    )
+
+    named = [("c", "https://c.example"), ("b", "https://b2.example"), ("a", "https://a.example")]
+    starts = await store.start_runs(named, T0)
+    assert [s.target_id for s in starts][1] == known.target_id
+    assert len({s.target_id for s in starts}) == 3
+    assert all(s.run_id > known.run_id for s in starts)
+    c, b, a = starts
+    assert (b.previous_run_id, b.digest, dict(b.alerts)) == (
+        known.run_id,
+        "d" * 64,
+        {state.fingerprint: state},
+    )
+    assert (a.previous_run_id, a.digest, dict(a.alerts)) == (None, None, {})
+    assert (c.previous_run_id, c.digest, dict(c.alerts)) == (None, None, {})
+    rows = {t.name: t.url for t in await store.targets()}
+    assert rows == {"a": "https://a.example", "b": "https://b2.example", "c": "https://c.example"}
+    for (name, _), start in zip(named, starts, strict=True):
+        assert (await store.runs(name))[-1].id == start.run_id
+        assert (await store.run(start.run_id)) is not None
+
+    assert await store.start_runs([], T0) == []
+    with pytest.raises(StoreError, match="twice"):
+        await store.start_runs([("a", "https://a.example"), ("a", "https://a.example")], T0)
+
+
+async def test_quiet_runs_recorded_together_fail_alone(store: Store) -> None:
+    """Runs that changed nothing are written together (one statement for all of them on
+    SQLite); one that cannot be recorded fails alone, with its own error."""
+    starts = await store.start_runs([(f"q-{i}", f"https://q-{i}.example") for i in range(8)], T0)
+    began = datetime(2026, 1, 5, 8, 5, tzinfo=UTC)
+    ended = datetime(2026, 1, 5, 8, 6, tzinfo=UTC)
+    outcomes = [
+        RunOutcome(
+            run_id=s.run_id,
+            target_id=s.target_id,
+            status="ok" if i % 2 else "failed",
+            # Half of them say when they began, the others keep the time they were started.
+            started_at=began if i < 4 else None,
+            finished_at=ended,
+            error=None if i % 2 else "down",
+            items=0 if i % 2 else None,
+        )
+        for i, s in enumerate(starts)
+    ]
+    bogus = RunOutcome(run_id=10_000, target_id=starts[0].target_id, status="ok", finished_at=T0)
+    results = await asyncio.gather(
+        *(store.commit_run(o) for o in outcomes[:5]),
+        store.commit_run(bogus),
+        *(store.commit_run(o) for o in outcomes[5:]),
+        return_exceptions=True,
+    )
+    failed = results.pop(5)
+    assert isinstance(failed, StoreError)
+    assert "run 10000" in str(failed)
+    assert results == [[]] * 8
+    for i, start in enumerate(starts):
+        [run] = await store.runs(f"q-{i}")
+        assert (run.id, run.status, run.error) == (
+            start.run_id,
+            "ok" if i % 2 else "failed",
+            None if i % 2 else "down",
+        )
+        assert (run.started_at, run.finished_at) == (began if i < 4 else T0, ended)
+    again = await store.start_runs([(f"q-{i}", f"https://q-{i}.example") for i in range(8)], T0)
+    assert [s.previous_run_id for s in again] == [
+        start.run_id if i % 2 else None for i, start in enumerate(starts)
+    ]
+
+
+async def test_sqlite_waits_for_a_lock_held_elsewhere_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a short transaction runs on the event loop only when the write lock is free:
+    held by another connection, it is waited for in the store's thread, while the loop
+    goes on."""
+    path = tmp_path / "locked.db"
+    store = await Store.open(f"sqlite:///{path}")
+    try:
+        await store.upgrade()
+        first = await store.start_run("hq", "https://hq.example", T0)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.ensure_future(store.start_run("hq", "https://hq.example", T0))
+            # The loop goes on meanwhile (this sleep would not end on a blocked loop).
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            other.execute("COMMIT")
+            second = await asyncio.wait_for(waiting, 10)
+        finally:
+            other.close()
+        assert second.run_id > first.run_id
+        assert [r.id for r in await store.runs("hq")] == [first.run_id, second.run_id]
+    finally:
+        await store.close()
+
+
+def wal_size(path: Path) -> int:
+    return Path(f"{path}-wal").stat().st_size
+
+
+async def test_sqlite_log_stays_bounded_while_runs_are_recorded_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Runs recorded on the event loop keep the write-ahead log checkpointed: it is reused,
+    not grown with every commit."""
+    path = tmp_path / "wal.db"
+    store = await Store.open(f"sqlite:///{path}")
+    try:
+        await store.upgrade()
+        sizes = []
+        for _ in range(6):
+            for _ in range(150):
+                start = await store.start_run("hq", "https://hq.example", T0)
+                await store.commit_run(
+                    RunOutcome(
+                        run_id=start.run_id, target_id=start.target_id, status="ok", finished_at=T0
+                    )
+                )
+            sizes.append(wal_size(path))
+        assert len(await store.runs("hq", limit=None)) == 900
+    finally:
+        await store.close()
+    # Grown with every commit, it would be six times its first size by now.
+    assert sizes[-1] < 1.5 * sizes[1], sizes

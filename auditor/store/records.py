@@ -86,6 +86,8 @@ class RunOutcome:
     target_id: int
     status: RunStatus
     finished_at: datetime
+    # When the audit began; None keeps the time the run was recorded as running.
+    started_at: datetime | None = None
     pages: int | None = None
     items: int | None = None
     reported_count: int | None = None

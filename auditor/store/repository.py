@@ -59,7 +59,7 @@ from auditor.model import (
     content_hash,
     utcnow,
 )
-from auditor.store.batch import TransactionWorker
+from auditor.store.batch import Merged, TransactionWorker
 from auditor.store.engine import (
     SCHEMA_HEAD,
     WRITE_OPTION,
@@ -104,6 +104,9 @@ BATCH = 1000
 # The error of a run whose process stopped before recording it (crash, kill, shutdown).
 INTERRUPTED = "interrupted: the process auditing the target stopped before the run was recorded"
 VERIFY_BATCH = 1000
+# A transaction writing up to this many rows runs on the event loop on SQLite (_transact):
+# a fraction of a millisecond per row at most.
+SHORT_ROWS = 200
 
 
 def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -215,19 +218,26 @@ class Store:
         async with self._write_engine.begin() as conn:
             yield conn
 
-    async def _transact(self, work: Callable[[Connection], T], *, write: bool) -> T:
+    async def _transact(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        short: bool = False,
+        merge: tuple[Merged, Any] | None = None,
+    ) -> T:
         """Run ``work`` as one transaction (on a synchronous connection).
 
-        On SQLite the work runs in the store's one worker thread with the stdlib driver,
-        grouped with the works queued meanwhile into one database transaction
-        (:mod:`auditor.store.batch`): one thread hop per group, where aiosqlite makes three
-        or four per statement, each a hand-over of the GIL that stalls the event loop; one
-        thread also queues this process's writers without SQLite's busy-wait sleeps. On
-        PostgreSQL it runs on the loop (asyncpg).
+        On SQLite the work runs with the stdlib driver, grouped with the works queued
+        meanwhile into one database transaction (:mod:`auditor.store.batch`): on the event
+        loop when it is ``short`` (a few rows: less than a hand-over to a thread costs),
+        otherwise in the store's one worker thread, where aiosqlite would make three or four
+        hand-overs of the GIL per statement, each stalling the loop. On PostgreSQL it runs on
+        the loop (asyncpg). ``merge``: see :meth:`TransactionWorker.run`.
         """
         self._check_open()
         if self._worker is not None:
-            return await self._worker.run(work, write=write)
+            return await self._worker.run(work, write=write, inline=short, merge=merge)
         async with (self._write_engine if write else self._engine).begin() as conn:
             return await conn.run_sync(work)
 
@@ -308,40 +318,76 @@ class Store:
                 return int((await conn.execute(stmt)).scalar_one())
 
     async def start_run(self, name: str, url: str, started_at: datetime) -> RunStart:
-        """:meth:`ensure_target`, :meth:`begin_run` and the alert states in one transaction.
+        """:meth:`start_runs` for one target."""
+        [start] = await self.start_runs([(name, url)], started_at)
+        return start
 
-        An audit does this for every target on every tick: one transaction instead of three,
-        and the target row is written only when it is new or its URL changed. The record's
-        content hashes are not read here: a run whose answers have the stored digest does not
-        need them (:meth:`current_hashes` reads them for one that does).
+    async def start_runs(
+        self, named: Sequence[tuple[str, str]], started_at: datetime
+    ) -> list[RunStart]:
+        """Record a run of each ``(name, URL)`` as ``running``, in one transaction; the
+        :class:`RunStart` of each, in the order given. Names must be distinct.
+
+        Creates the targets not yet known and updates the URL of those whose URL changed
+        (the target row is not written otherwise), and reads each target's alert states.
+        The record's content hashes are not read here: a run whose answers have the stored
+        digest does not need them (:meth:`current_hashes` reads them for one that does).
+        A cycle over a fleet starts all its runs with a few statements, not a few per
+        target.
         """
+        if len({name for name, _ in named}) != len(named):
+            raise StoreError("start_runs: a target is named twice")
 
-        def work(conn: Connection) -> RunStart:
-            row = conn.execute(_TARGET_BY_NAME, {"name": name}).one_or_none()
-            if row is None:
-                stmt = (
-                    insert(targets)
-                    .values(name=name, url=url, created_at=utcnow())
-                    .returning(targets.c.id)
+        def work(conn: Connection) -> list[RunStart]:
+            known = {
+                r.name: r
+                for names in _batched([name for name, _ in named], BATCH)
+                for r in conn.execute(_TARGETS_BY_NAME, {"names": names})
+            }
+            new = [(name, url) for name, url in named if name not in known]
+            ids = {name: r.id for name, r in known.items()}
+            if new:
+                now = utcnow()
+                stmt = insert(targets).returning(targets.c.id, sort_by_parameter_order=True)
+                rows = [{"name": name, "url": url, "created_at": now} for name, url in new]
+                created = conn.execute(stmt, rows).scalars().all()
+                ids.update((name, int(i)) for (name, _), i in zip(new, created, strict=True))
+            moved = [
+                {"b_target": known[name].id, "url": url}
+                for name, url in named
+                if name in known and known[name].url != url
+            ]
+            if moved:
+                conn.execute(_SET_URL, moved)
+            values = [
+                {"target_id": ids[name], "started_at": started_at, "status": "running"}
+                for name, _ in named
+            ]
+            run_ids = conn.execute(_NEW_RUN, values).scalars().all()
+            states: dict[int, list[Row[Any]]] = {}
+            for batch in _batched(list(ids.values()), BATCH):
+                for r in conn.execute(_ALERT_STATES_OF, {"ids": batch}):
+                    states.setdefault(r.target_id, []).append(r)
+            starts = []
+            for (name, _), run_id in zip(named, run_ids, strict=True):
+                row = known.get(name)
+                previous = row.last_complete_run_id if row is not None else None
+                starts.append(
+                    RunStart(
+                        ids[name],
+                        int(run_id),
+                        previous_run_id=previous,
+                        digest=row.digest if row is not None and previous is not None else None,
+                        alerts=_alert_states(states.get(ids[name], ())),
+                    )
                 )
-                target_id, previous, digest = int(conn.execute(stmt).scalar_one()), None, None
-            else:
-                target_id, previous, digest = row.id, row.last_complete_run_id, row.digest
-                if row.url != url:
-                    conn.execute(update(targets).where(targets.c.id == target_id).values(url=url))
-            values = {"target_id": target_id, "started_at": started_at, "status": "running"}
-            run_id = int(conn.execute(_NEW_RUN, values).scalar_one())
-            alerts = _alert_states(conn.execute(_ALERT_STATES, {"target_id": target_id}).all())
-            return RunStart(
-                target_id,
-                run_id,
-                previous_run_id=previous,
-                digest=digest if previous is not None else None,
-                alerts=alerts,
-            )
+            return starts
 
-        with self._errors(f"cannot start a run of target {name}"):
-            return await self._transact(work, write=True)
+        if not named:
+            return []
+        what = named[0][0] if len(named) == 1 else f"{len(named)} targets"
+        with self._errors(f"cannot start a run of {what}"):
+            return await self._transact(work, write=True, short=len(named) <= SHORT_ROWS)
 
     async def mark_interrupted(self, target_id: int | None = None) -> int:
         """Mark runs left ``running`` (by a crash) as failed; returns how many.
@@ -489,43 +535,54 @@ class Store:
         """
         if outcome.status == "running":
             raise StoreError(f"run {outcome.run_id}: cannot commit a run that is still running")
+        rows = len(outcome.changes) + len(outcome.events) + len(outcome.alert_states)
+        # Quiet runs recorded together are written by one call (auditor.store.batch).
+        merge = (self._commit_quiet, outcome) if _quiet(outcome) else None
         with self._errors(f"cannot record run {outcome.run_id}"):
-            return await self._transact(partial(self._commit, outcome), write=True)
+            return await self._transact(
+                partial(self._commit, outcome),
+                write=True,
+                short=rows <= SHORT_ROWS,
+                merge=merge,
+            )
 
     def _commit(self, outcome: RunOutcome, conn: Connection) -> list[Alert]:
-        finished = {
-            "b_run": outcome.run_id,
-            "b_target": outcome.target_id,
-            "status": outcome.status,
-            "finished_at": outcome.finished_at,
-            "pages": outcome.pages,
-            "items": outcome.items,
-            "reported_count": outcome.reported_count,
-            "error": outcome.error,
-            "suppressed": outcome.suppressed,
-        }
+        if _quiet(outcome):
+            return self._commit_quiet(conn, [outcome])[0]
         # The target row is read only when something needs it (its name for alerts and the
         # chain, its last complete run for versions): not on a quiet run.
         head = None
         if outcome.events or (outcome.status == "ok" and outcome.changes):
             head = conn.execute(_TARGET_HEAD, {"b_target": outcome.target_id}).one_or_none()
-        if conn.execute(_FINISH_RUN, finished).rowcount != 1:
-            head = head or conn.execute(_TARGET_HEAD, {"b_target": outcome.target_id}).one_or_none()
-            if head is None:
-                raise StoreError(f"database {self.url_for_display}: no target {outcome.target_id}")
-            raise StoreError(f"run {outcome.run_id} of {head.name} does not exist")
+        if conn.execute(_FINISH_RUN, _finish_params(outcome)).rowcount != 1:
+            raise self._missing_run(conn, outcome)
         name = head.name if head is not None else ""
         if outcome.status == "ok":
             if head is not None:
                 self._record_contents(conn, outcome, name, head.last_complete_run_id)
-            values = {
-                "b_target": outcome.target_id,
-                "b_run": outcome.run_id,
-                "b_digest": outcome.digest,
-                "b_previous": outcome.previous_run_id,
-            }
-            conn.execute(_SET_LAST_COMPLETE, values)
+            conn.execute(_SET_LAST_COMPLETE, _complete_params(outcome))
         return self._record_alerts(conn, outcome, name)
+
+    def _commit_quiet(self, conn: Connection, outcomes: list[RunOutcome]) -> list[list[Alert]]:
+        """Record quiet runs (see :func:`_quiet`): each writes its run row and, when complete,
+        its target's last complete run; each statement runs once for all of them."""
+        if conn.execute(_FINISH_RUN, [_finish_params(o) for o in outcomes]).rowcount != len(
+            outcomes
+        ):
+            if len(outcomes) == 1:
+                raise self._missing_run(conn, outcomes[0])
+            # Run again one by one (auditor.store.batch), each gets its own answer.
+            raise StoreError(f"database {self.url_for_display}: a run to record does not exist")
+        complete = [_complete_params(o) for o in outcomes if o.status == "ok"]
+        if complete:
+            conn.execute(_SET_LAST_COMPLETE, complete)
+        return [[] for _ in outcomes]
+
+    def _missing_run(self, conn: Connection, outcome: RunOutcome) -> StoreError:
+        head = conn.execute(_TARGET_HEAD, {"b_target": outcome.target_id}).one_or_none()
+        if head is None:
+            return StoreError(f"database {self.url_for_display}: no target {outcome.target_id}")
+        return StoreError(f"run {outcome.run_id} of {head.name} does not exist")
 
     def _record_contents(
         self, conn: Connection, outcome: RunOutcome, target: str, previous: int | None
@@ -1522,6 +1579,36 @@ def _delivery(r: Row[Any]) -> Delivery:
     )
 
 
+def _quiet(outcome: RunOutcome) -> bool:
+    """A run that changed nothing and has no alert to record writes only its run row and,
+    when complete, its target's last complete run."""
+    return not (outcome.changes or outcome.events or outcome.alert_states)
+
+
+def _finish_params(outcome: RunOutcome) -> dict[str, Any]:
+    return {
+        "b_run": outcome.run_id,
+        "b_target": outcome.target_id,
+        "b_started": outcome.started_at,
+        "status": outcome.status,
+        "finished_at": outcome.finished_at,
+        "pages": outcome.pages,
+        "items": outcome.items,
+        "reported_count": outcome.reported_count,
+        "error": outcome.error,
+        "suppressed": outcome.suppressed,
+    }
+
+
+def _complete_params(outcome: RunOutcome) -> dict[str, Any]:
+    return {
+        "b_target": outcome.target_id,
+        "b_run": outcome.run_id,
+        "b_digest": outcome.digest,
+        "b_previous": outcome.previous_run_id,
+    }
+
+
 def _current_hashes(conn: Connection, target_id: int) -> dict[tuple[str, str], str]:
     return {(c, k): h for c, k, h in conn.execute(_CURRENT_HASHES, {"target_id": target_id})}
 
@@ -1547,20 +1634,29 @@ def _alert_states(rows: Sequence[Row[Any]]) -> dict[str, AlertState]:
 
 # Statements of every audit, built once: building one (and its cache key) per call cost more
 # than running it on SQLite.
-_TARGET_BY_NAME = select(
-    targets.c.id, targets.c.url, targets.c.last_complete_run_id, targets.c.digest
-).where(targets.c.name == bindparam("name"))
-_NEW_RUN = insert(runs).returning(runs.c.id)
+_TARGETS_BY_NAME = select(
+    targets.c.id, targets.c.name, targets.c.url, targets.c.last_complete_run_id, targets.c.digest
+).where(targets.c.name.in_(bindparam("names", expanding=True)))
+_SET_URL = update(targets).where(targets.c.id == bindparam("b_target"))
+_NEW_RUN = insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
 _CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash).where(
     versions.c.target_id == bindparam("target_id"), versions.c.last_run_id.is_(None)
 )
 _ALERT_STATES = select(alerts).where(alerts.c.target_id == bindparam("target_id"))
+_ALERT_STATES_OF = select(alerts).where(alerts.c.target_id.in_(bindparam("ids", expanding=True)))
 _TARGET_HEAD = select(targets.c.name, targets.c.last_complete_run_id).where(
     targets.c.id == bindparam("b_target")
 )
-# The SET clauses come from the parameters' column names.
-_FINISH_RUN = update(runs).where(
-    runs.c.id == bindparam("b_run"), runs.c.target_id == bindparam("b_target")
+# The other SET clauses come from the parameters' column names. started_at becomes the time
+# the audit began, when known (RunOutcome.started_at).
+_FINISH_RUN = (
+    update(runs)
+    .where(runs.c.id == bindparam("b_run"), runs.c.target_id == bindparam("b_target"))
+    .values(
+        started_at=func.coalesce(
+            bindparam("b_started", type_=runs.c.started_at.type), runs.c.started_at
+        )
+    )
 )
 # The digest is kept only when the run compared with the last complete run as it still is:
 # had another run completed meanwhile, the record might not hold what this run's answers

@@ -1,0 +1,99 @@
+"""A cycle over several targets (``audit_many``, what ``once`` runs): its runs are recorded as
+running when the cycle starts, each with the time its audit began once recorded, and a
+cycle cancelled while targets wait for their turn leaves no run running.
+
+Against the simulator over real HTTP and a real database (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+
+from auditor.audit import audit_many
+from auditor.config import Settings, TargetSettings
+from auditor.simulator import Pbx, Simulator, serve
+from auditor.store import Store
+
+NAMES = ("pbx-a", "pbx-b", "pbx-c")
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[tuple[dict[str, Pbx], str]]:
+    pbxs = {name: Pbx(name, scripts=12, seed=i + 1) for i, name in enumerate(NAMES)}
+    async with serve(Simulator(pbxs.values())) as base:
+        yield pbxs, base
+
+
+def settings_for(db_url: str, base: str) -> Settings:
+    return Settings(
+        database={"url": db_url},
+        audit={"max_concurrent": 1},
+        targets=tuple(
+            TargetSettings(
+                name=name,
+                url=f"{base}/{name}",
+                client_id="auditor",
+                client_secret=SecretStr("secret"),
+                retries=0,
+                request_timeout="10s",
+            )
+            for name in NAMES
+        ),
+    )
+
+
+async def test_each_run_starts_when_its_audit_begins(
+    db_url: str, store: Store, fleet: tuple[dict[str, Pbx], str]
+) -> None:
+    pbxs, base = fleet
+    settings = settings_for(db_url, base)
+    # One at a time, the first one slow: the others wait for their turn.
+    pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=0.3)
+    results = await audit_many(settings, store, settings.targets)
+    assert [(r.target, r.status, r.items) for r in results] == [(n, "ok", 12) for n in NAMES]
+    runs = [(await store.runs(name))[0] for name in NAMES]
+    assert [r.id for r in runs] == [r.run_id for r in results]
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.finished_at is not None
+        assert later.started_at >= earlier.finished_at
+    first = runs[0]
+    assert first.finished_at is not None
+    assert (first.finished_at - first.started_at).total_seconds() >= 0.3
+
+
+async def test_a_cycle_cancelled_while_targets_wait_leaves_no_run_running(
+    db_url: str, store: Store, fleet: tuple[dict[str, Pbx], str]
+) -> None:
+    pbxs, base = fleet
+    settings = settings_for(db_url, base)
+    pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=30)
+    cycle = asyncio.ensure_future(audit_many(settings, store, settings.targets))
+    # Until pbx-a has logged in (its audit has begun), the others waiting for their turn.
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if pbxs["pbx-a"].stats.logins:
+            break
+    assert all([await store.runs(name) for name in NAMES])
+    cycle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cycle
+
+    runs = {name: await store.runs(name) for name in NAMES}
+    assert {name: [r.status for r in rs] for name, rs in runs.items()} == {
+        name: ["failed"] for name in NAMES
+    }
+    assert runs["pbx-a"][0].error == "pbx-a: audit cancelled (shutdown or timeout)"
+    for name in ("pbx-b", "pbx-c"):
+        assert (
+            runs[name][0].error == f"{name}: audit cancelled before it began (shutdown or timeout)"
+        )
+
+    # The next cycle is the baseline: nothing was diffed against the cancelled runs.
+    pbxs["pbx-a"].clear_faults()
+    results = await audit_many(settings, store, settings.targets)
+    assert [(r.status, r.baseline) for r in results] == [("ok", True)] * 3
