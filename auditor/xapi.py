@@ -255,6 +255,7 @@ class XapiClient:
         self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
         self._connections = connections
+        self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._log = log.bind(target=target.name)
@@ -299,6 +300,13 @@ class XapiClient:
                 requote_redirect_url=False,
             )
         return self._session
+
+    def _url(self, path: str) -> URL:
+        """The address of ``path`` (relative, already encoded) on this PBX; joined once."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.base.join(URL(path, encoded=True))
+        return url
 
     def _scrub(self, text: str) -> str:
         """Remove the secret and any known token from text that came from outside."""
@@ -390,7 +398,7 @@ class XapiClient:
 
     async def _login_once(self) -> str:
         session = self._ensure_session()
-        url = self.base.join(URL(LOGIN_PATH))
+        url = self._url(LOGIN_PATH)
         form = {
             "client_id": self.target.client_id,
             "client_secret": self.target.secret(),
@@ -494,7 +502,7 @@ class XapiClient:
         self, path: str, query: Mapping[str, str], token: str, what: str, page: int | None
     ) -> tuple[Any, bytes]:
         session = self._ensure_session()
-        url = self.base.join(URL(path, encoded=True))
+        url = self._url(path)
         if query:
             url = url.with_query(query)
         self.stats.requests += 1
