@@ -3,8 +3,9 @@
 For each scenario and database, ``reps`` rounds (see :func:`measure`) of: the floor, the
 auditor's client alone (fetching as an audit does, storing nothing: what an audit costs over
 the floor splits into the client's part and the store's), the baseline cycle on a fresh
-database, the no-change cycle on that database. Times are medians
-over the rounds, ratios the medians of each round's audit over its floor; peak RSS is the
+database, the no-change cycle on that database. A round's time of a repeatable cycle (all
+but the baseline) is the median of ``TIMED`` cycles in one process. Times are medians over
+the rounds, ratios the medians of each round's audit over its floor; peak RSS is the
 largest of the processes; database growth is per PBX and per cycle.
 """
 
@@ -33,6 +34,9 @@ BACKENDS = ("sqlite", "postgresql")
 
 # The targets of the issue this benchmark was written for.
 MAX_RATIO_SQLITE = 1.5
+# Timed cycles per process for the floor, the client and the no-change cycle; the median
+# counts, so that one cycle slowed by the machine does not make the round.
+TIMED = 3
 MAX_RSS_MB_BIG = 200.0
 MAX_BYTES_PER_PBX = 2048.0
 
@@ -73,7 +77,8 @@ class Measure:
         return statistics.median(self.times)
 
     def add(self, result: dict[str, Any]) -> None:
-        self.times.extend(float(t) for t in result["times"])
+        """One round: the median of the cycles its process timed."""
+        self.times.append(statistics.median(float(t) for t in result["times"]))
         self.rss_kb = max(self.rss_kb, int(result["rss_kb"]))
         self.requests = int(result["requests"])
 
@@ -181,9 +186,10 @@ def measure(
     """``reps`` rounds of: the floor, the client alone, a baseline on a fresh database, a
     no-change cycle on it.
 
-    Each in a fresh process; the floor and the no-change cycle after one warm-up cycle in
-    that process. Rounds pair each audit with a floor taken moments before it, so that a
-    machine busy with something else for a while slows both sides of a ratio alike.
+    Each in a fresh process; the floor, the client and the no-change cycle after one
+    warm-up cycle in that process, then ``TIMED`` cycles (their median counts). Rounds pair
+    each audit with a floor taken moments before it, so that a machine busy with something
+    else for a while slows both sides of a ratio alike.
     """
     pbxs = [list(p) for p in scenario.pbxs]
     common = {"base": base, "pbxs": pbxs, "concurrency": concurrency}
@@ -197,15 +203,15 @@ def measure(
                 file=sys.stderr,
                 flush=True,
             )
-        floor.add(_child({**common, "mode": "floor", "warmup": 1, "cycles": 1}))
-        client.add(_child({**common, "mode": "client", "warmup": 1, "cycles": 1}))
+        floor.add(_child({**common, "mode": "floor", "warmup": 1, "cycles": TIMED}))
+        client.add(_child({**common, "mode": "client", "warmup": 1, "cycles": TIMED}))
         url = dbs.fresh()
         try:
             before = dbs.size(url)
             job = {**common, "mode": "audit", "database": url, "cycles": 1}
             baseline.add(_child({**job, "expect": "baseline"}))
             middle = dbs.size(url)
-            steady.add(_child({**job, "warmup": 1, "expect": "steady"}))
+            steady.add(_child({**job, "warmup": 1, "cycles": TIMED, "expect": "steady"}))
             after = dbs.size(url)
         finally:
             dbs.drop(url)
@@ -213,9 +219,9 @@ def measure(
         added.append(after - middle)
     baseline.alloc_per_pbx = statistics.median(g.alloc for g in grown) / len(pbxs)
     baseline.used_per_pbx = statistics.median(g.used for g in grown) / len(pbxs)
-    # Two no-change cycles per round (the warm-up and the timed one), summed over the rounds:
-    # one PBX's run row is far smaller than a page, so one cycle alone mostly measures 0.
-    cycles = 2 * reps * len(pbxs)
+    # The no-change cycles of every round (the warm-up and the timed ones), summed: one PBX's
+    # run row is far smaller than a page, so one cycle alone mostly measures 0.
+    cycles = (1 + TIMED) * reps * len(pbxs)
     steady.alloc_per_pbx = sum(a.alloc for a in added) / cycles
     steady.used_per_pbx = sum(a.used for a in added) / cycles
     return Row(scenario, dbs.kind, floor, baseline, steady, client)
@@ -413,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     print(
-        f"One audit cycle, median of {args.reps} rounds; floor = the same requests from a bare "
+        f"One audit cycle, median of {args.reps} rounds (a round: the median of {TIMED} cycles "
+        f"in one process, but for the baseline); floor = the same requests from a bare "
         f"aiohttp loop; ratio = median of audit/floor per round; concurrency "
         f"{args.concurrency}; {elapsed:.0f} s in all."
     )
