@@ -232,6 +232,12 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
+@functools.lru_cache(maxsize=4096)
+def _joined(base: URL, path: str) -> URL:
+    # A client lives for one audit; the addresses it asks for are the same every time.
+    return base.join(URL(path, encoded=True))
+
+
 class XapiClient:
     """A client for one PBX. Use as ``async with XapiClient(target) as client``."""
 
@@ -255,7 +261,6 @@ class XapiClient:
         self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
         self._connections = connections
-        self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._log = log.bind(target=target.name)
@@ -302,11 +307,8 @@ class XapiClient:
         return self._session
 
     def _url(self, path: str) -> URL:
-        """The address of ``path`` (relative, already encoded) on this PBX; joined once."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self.base.join(URL(path, encoded=True))
-        return url
+        """The address of ``path`` (relative, already encoded) on this PBX."""
+        return _joined(self.base, path)
 
     def _scrub(self, text: str) -> str:
         """Remove the secret and any known token from text that came from outside."""
