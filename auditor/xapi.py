@@ -266,7 +266,8 @@ class XapiClient:
         self._log = log.bind(target=target.name)
 
     async def __aenter__(self) -> XapiClient:
-        self._ensure_session()
+        # The connection pool is made by the first request: a ca_file that cannot be loaded
+        # then fails that request, and the audit records it like any other failure.
         return self
 
     async def __aexit__(self, *exc: object) -> None:

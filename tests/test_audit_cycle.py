@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -97,3 +98,25 @@ async def test_a_cycle_cancelled_while_targets_wait_leaves_no_run_running(
     pbxs["pbx-a"].clear_faults()
     results = await audit_many(settings, store, settings.targets)
     assert [(r.status, r.baseline) for r in results] == [("ok", True)] * 3
+
+
+async def test_a_target_whose_ca_file_cannot_be_loaded_fails_alone(
+    db_url: str, store: Store, fleet: tuple[dict[str, Pbx], str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("this is not PEM\n")
+    settings = settings_for(db_url, base=fleet[1])
+    broken = settings.targets[1].model_copy(
+        update={"url": "https://127.0.0.1:9/pbx-b", "ca_file": bad}
+    )
+    targets = (settings.targets[0], broken, settings.targets[2])
+    results = await audit_many(settings, store, targets)
+    assert [(r.target, r.status) for r in results] == [
+        ("pbx-a", "ok"),
+        ("pbx-b", "failed"),
+        ("pbx-c", "ok"),
+    ]
+    assert results[1].error is not None
+    assert results[1].error.startswith(f"pbx-b: cannot load ca_file {bad}")
+    assert [a.kind for a in results[1].alerts] == ["audit.failed"]
+    assert [r.status for r in await store.runs("pbx-b")] == ["failed"]
