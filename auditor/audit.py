@@ -309,7 +309,16 @@ async def audit_many(
     # All the cycle's runs are recorded as running at once (a few statements in all, not a
     # few per target); each run's started_at becomes the time its audit began.
     starts = await store.start_runs([(t.name, t.url) for t in targets], queued)
-    return list(await asyncio.gather(*(one(t, s) for t, s in zip(targets, starts, strict=True))))
+    tasks = [asyncio.ensure_future(one(t, s)) for t, s in zip(targets, starts, strict=True)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except Exception:
+        # One audit failed outside what a run records (the database, a bug): stop the
+        # others, each recording its run as cancelled, before the caller closes the store.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _record_cancelled(

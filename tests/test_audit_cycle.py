@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditor.audit import audit_many
 from auditor.config import Settings, TargetSettings
+from auditor.errors import StoreError
 from auditor.simulator import Pbx, Simulator, serve
 from auditor.store import Store
+from auditor.store.schema import runs
 
 NAMES = ("pbx-a", "pbx-b", "pbx-c")
 
@@ -120,3 +124,31 @@ async def test_a_target_whose_ca_file_cannot_be_loaded_fails_alone(
     assert results[1].error.startswith(f"pbx-b: cannot load ca_file {bad}")
     assert [a.kind for a in results[1].alerts] == ["audit.failed"]
     assert [r.status for r in await store.runs("pbx-b")] == ["failed"]
+
+
+async def test_a_cycle_whose_record_fails_stops_the_audits_still_to_come(
+    db_url: str, store: Store, raw: AsyncEngine, fleet: tuple[dict[str, Pbx], str]
+) -> None:
+    """An audit failing outside what a run records (here its run row is gone when the run
+    is to be written) stops the cycle; the targets still waiting record their runs as
+    cancelled, and none is left running."""
+    pbxs, base = fleet
+    settings = settings_for(db_url, base)
+    pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=0.5)
+    cycle = asyncio.ensure_future(audit_many(settings, store, settings.targets))
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if pbxs["pbx-a"].stats.logins:
+            break
+    [gone] = await store.runs("pbx-a")
+    async with raw.begin() as conn:
+        await conn.execute(delete(runs).where(runs.c.id == gone.id))
+    with pytest.raises(StoreError, match=f"run {gone.id} of pbx-a does not exist"):
+        await cycle
+    assert await store.runs("pbx-a") == []
+    # pbx-b may have taken the freed slot and begun before the cancellation came.
+    for name in ("pbx-b", "pbx-c"):
+        [run] = await store.runs(name)
+        assert run.status == "failed"
+        assert run.error is not None
+        assert run.error.startswith(f"{name}: audit cancelled")
