@@ -312,11 +312,14 @@ async def audit_many(
     tasks = [asyncio.ensure_future(one(t, s)) for t, s in zip(targets, starts, strict=True)]
     try:
         return list(await asyncio.gather(*tasks))
-    except Exception:
-        # One audit failed outside what a run records (the database, a bug): stop the
-        # others, each recording its run as cancelled, before the caller closes the store.
-        for task in tasks:
-            task.cancel()
+    except BaseException as exc:
+        # Cancelled, gather has cancelled every audit; one audit failed outside what a run
+        # records (the database, a bug): the others are stopped here. Either way gather
+        # answered as soon as one audit ended: wait for all of them, each recording its
+        # run as cancelled, before the caller goes on (and closes the store).
+        if not isinstance(exc, asyncio.CancelledError):
+            for task in tasks:
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
 
