@@ -348,10 +348,8 @@ class Store:
             ids = {name: r.id for name, r in known.items()}
             if new:
                 now = utcnow()
-                stmt = insert(targets).returning(targets.c.id, sort_by_parameter_order=True)
                 rows = [{"name": name, "url": url, "created_at": now} for name, url in new]
-                created = conn.execute(stmt, rows).scalars().all()
-                ids.update((name, int(i)) for (name, _), i in zip(new, created, strict=True))
+                ids.update((r.name, int(r.id)) for r in conn.execute(_NEW_TARGETS, rows))
             moved = [
                 {"b_target": known[name].id, "url": url}
                 for name, url in named
@@ -363,19 +361,21 @@ class Store:
                 {"target_id": ids[name], "started_at": started_at, "status": "running"}
                 for name, _ in named
             ]
-            run_ids = conn.execute(_NEW_RUN, values).scalars().all()
+            # Matched by target (each named once): in whatever order the rows come back,
+            # the database can insert them all with one statement.
+            run_ids = {r.target_id: int(r.id) for r in conn.execute(_NEW_RUN, values)}
             states: dict[int, list[Row[Any]]] = {}
             for batch in _batched(list(ids.values()), BATCH):
                 for r in conn.execute(_ALERT_STATES_OF, {"ids": batch}):
                     states.setdefault(r.target_id, []).append(r)
             starts = []
-            for (name, _), run_id in zip(named, run_ids, strict=True):
+            for name, _ in named:
                 row = known.get(name)
                 previous = row.last_complete_run_id if row is not None else None
                 starts.append(
                     RunStart(
                         ids[name],
-                        int(run_id),
+                        run_ids[ids[name]],
                         previous_run_id=previous,
                         digest=row.digest if row is not None and previous is not None else None,
                         alerts=_alert_states(states.get(ids[name], ())),
@@ -1638,7 +1638,9 @@ _TARGETS_BY_NAME = select(
     targets.c.id, targets.c.name, targets.c.url, targets.c.last_complete_run_id, targets.c.digest
 ).where(targets.c.name.in_(bindparam("names", expanding=True)))
 _SET_URL = update(targets).where(targets.c.id == bindparam("b_target"))
-_NEW_RUN = insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
+# Without sort_by_parameter_order: SQLite would then insert the rows one by one.
+_NEW_RUN = insert(runs).returning(runs.c.id, runs.c.target_id)
+_NEW_TARGETS = insert(targets).returning(targets.c.id, targets.c.name)
 _CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash).where(
     versions.c.target_id == bindparam("target_id"), versions.c.last_run_id.is_(None)
 )
