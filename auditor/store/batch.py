@@ -97,6 +97,8 @@ class _Lane:
         self._write_option = write_option
         self._on_loop = on_loop
         self._conn: Connection | None = None
+        # The kind of transaction the connection is set for (setting it costs).
+        self._writes: bool | None = None
 
     def run(self, group: list[_Job]) -> int:
         """Give each job of ``group`` its outcome: the group as one transaction or, when that
@@ -126,6 +128,7 @@ class _Lane:
         return len(group)
 
     def close(self) -> None:
+        self._writes = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(Exception):
@@ -154,7 +157,10 @@ class _Lane:
 
     def _transaction(self, works: list[_Job]) -> list[Any]:
         conn = self._connection()
-        conn.execution_options(**{self._write_option: any(j.write for j in works)})
+        writes = any(j.write for j in works)
+        if writes != self._writes:
+            conn.execution_options(**{self._write_option: writes})
+            self._writes = writes
         try:
             with conn.begin():
                 return _results(conn, works)
