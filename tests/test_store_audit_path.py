@@ -310,12 +310,12 @@ async def test_sqlite_waits_for_a_lock_held_elsewhere_without_blocking_the_loop(
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
-            waiting = asyncio.ensure_future(store.start_run("hq", "https://hq.example", T0))
-            # The loop goes on meanwhile (this sleep would not end on a blocked loop).
-            await asyncio.sleep(0.2)
-            assert not waiting.done()
-            other.execute("COMMIT")
-            second = await asyncio.wait_for(waiting, 10)
+            # The lock is given back from the event loop: a loop waiting for it would wait
+            # for itself (until SQLite's busy timeout, 30 s).
+            asyncio.get_running_loop().call_later(0.2, other.execute, "COMMIT")
+            second = await asyncio.wait_for(
+                store.start_run("hq", "https://hq.example", T0), timeout=3
+            )
         finally:
             other.close()
         assert second.run_id > first.run_id
