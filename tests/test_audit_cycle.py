@@ -34,6 +34,15 @@ async def fleet() -> AsyncIterator[tuple[dict[str, Pbx], str]]:
         yield pbxs, base
 
 
+async def logged_in(pbx: Pbx) -> None:
+    """Until the auditor has logged in to ``pbx`` (its audit has begun); 10 s at most."""
+    for _ in range(500):
+        if pbx.stats.logins:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{pbx.name}: no login within 10 s")
+
+
 def settings_for(db_url: str, base: str) -> Settings:
     return Settings(
         database={"url": db_url},
@@ -78,11 +87,8 @@ async def test_a_cycle_cancelled_while_targets_wait_leaves_no_run_running(
     settings = settings_for(db_url, base)
     pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=30)
     cycle = asyncio.ensure_future(audit_many(settings, store, settings.targets))
-    # Until pbx-a has logged in (its audit has begun), the others waiting for their turn.
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        if pbxs["pbx-a"].stats.logins:
-            break
+    # Until pbx-a's audit has begun, the others waiting for their turn.
+    await logged_in(pbxs["pbx-a"])
     assert all([await store.runs(name) for name in NAMES])
     cycle.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -136,10 +142,7 @@ async def test_a_cycle_whose_record_fails_stops_the_audits_still_to_come(
     settings = settings_for(db_url, base)
     pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=0.5)
     cycle = asyncio.ensure_future(audit_many(settings, store, settings.targets))
-    for _ in range(200):
-        await asyncio.sleep(0.02)
-        if pbxs["pbx-a"].stats.logins:
-            break
+    await logged_in(pbxs["pbx-a"])
     [gone] = await store.runs("pbx-a")
     async with raw.begin() as conn:
         await conn.execute(delete(runs).where(runs.c.id == gone.id))

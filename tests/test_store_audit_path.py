@@ -25,6 +25,23 @@ def body(name: str, state: str = "Connected") -> dict[str, str]:
     return {"Filename": name, "State": state}
 
 
+def disconnected(fingerprint: str, target: str, script: str) -> AlertState:
+    """The state of a script.disconnected alert firing since T0."""
+    return AlertState(
+        fingerprint=fingerprint,
+        kind="script.disconnected",
+        collection=SCRIPTS,
+        key=script,
+        status="firing",
+        severity="warning",
+        first_seen=T0,
+        last_seen=T0,
+        last_notified=T0,
+        resolved_at=None,
+        message=f"{target}: {script} is Disconnected",
+    )
+
+
 async def test_start_run_creates_the_target_once_and_follows_its_url(store: Store) -> None:
     first = await store.start_run("hq", "https://hq.example", T0)
     assert (first.previous_run_id, first.digest, dict(first.alerts)) == (None, None, {})
@@ -50,19 +67,7 @@ async def test_current_hashes_and_alert_states_follow_the_record(store: Store) -
         Change(SCRIPTS, "b.sh", "added", None, body("b.sh")),
         Change(SETTINGS, SETTINGS_KEY, "added", None, settings),
     ]
-    state = AlertState(
-        fingerprint="f" * 32,
-        kind="script.disconnected",
-        collection=SCRIPTS,
-        key="b.sh",
-        status="firing",
-        severity="warning",
-        first_seen=T0,
-        last_seen=T0,
-        last_notified=T0,
-        resolved_at=None,
-        message="hq: b.sh is Disconnected",
-    )
+    state = disconnected("f" * 32, "hq", "b.sh")
     await store.commit_run(
         RunOutcome(
             run_id=start.run_id,
@@ -203,19 +208,7 @@ async def test_a_failing_write_among_concurrent_ones_fails_alone(store: Store) -
 
 async def test_start_runs_records_a_fleet_in_one_go(store: Store) -> None:
     known = await store.start_run("b", "https://b.example", T0)
-    state = AlertState(
-        fingerprint="e" * 32,
-        kind="script.disconnected",
-        collection=SCRIPTS,
-        key="x.sh",
-        status="firing",
-        severity="warning",
-        first_seen=T0,
-        last_seen=T0,
-        last_notified=T0,
-        resolved_at=None,
-        message="b: x.sh is Disconnected",
-    )
+    state = disconnected("e" * 32, "b", "x.sh")
     await store.commit_run(
         RunOutcome(
             run_id=known.run_id,
