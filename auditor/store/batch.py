@@ -39,12 +39,14 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = structlog.get_logger("auditor.store")
 
@@ -334,6 +336,78 @@ def _results(conn: Connection, works: list[_Job]) -> list[Any]:
             results.append(works[start].work(conn))
         start = end
     return results
+
+
+class MergedGroups:
+    """Where transactions are not run by a :class:`TransactionWorker` (PostgreSQL): works
+    that can be merged (see :meth:`TransactionWorker.run`) wait ``JOIN_ITERATIONS`` loop
+    iterations for others, then run as one transaction, on a connection from ``begin``
+    (an async context manager that begins a transaction); when that fails, each runs again
+    in a transaction of its own. ``close()`` waits for what is queued."""
+
+    def __init__(self, begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
+        self._begin = begin
+        self._pending: list[_Job] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self, work: Callable[[Connection], T], merge: tuple[Merged, Any]) -> T:
+        loop = asyncio.get_running_loop()
+        job = _Job(work, True, loop, loop.create_future(), merge)
+        self._pending.append(job)
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_after, loop, JOIN_ITERATIONS)
+        result: T = await job.future
+        return result
+
+    async def close(self) -> None:
+        while self._pending or self._running:
+            if self._pending:
+                self._flush(asyncio.get_running_loop())
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _flush_after(self, loop: asyncio.AbstractEventLoop, iterations: int) -> None:
+        if iterations > 0:
+            loop.call_soon(self._flush_after, loop, iterations - 1)
+        else:
+            self._flush(loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        group, self._pending = self._pending, []
+        if group:
+            task = loop.create_task(self._run(group))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, group: list[_Job]) -> None:
+        try:
+            if len(group) > 1 and await self._together(group):
+                return
+            for job in group:
+                try:
+                    async with self._begin() as conn:
+                        job.outcome = (True, await conn.run_sync(job.work))
+                except Exception as exc:
+                    job.outcome = (False, exc)
+        except BaseException as exc:
+            # Cancelled (the loop is closing): nobody may be left waiting.
+            for job in group:
+                if job.outcome == (False, None):
+                    job.outcome = (False, exc)
+            raise
+        finally:
+            _settle(group)
+
+    async def _together(self, group: list[_Job]) -> bool:
+        """The group as one transaction; False when it failed (and was rolled back whole:
+        each then runs again alone, for its own answer)."""
+        try:
+            async with self._begin() as conn:
+                results = await conn.run_sync(_results, group)
+        except Exception:
+            return False
+        for job, result in zip(group, results, strict=True):
+            job.outcome = (True, result)
+        return True
 
 
 def _settle(jobs: list[_Job]) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy import inspect as sa_inspect
@@ -59,7 +60,7 @@ from auditor.model import (
     content_hash,
     utcnow,
 )
-from auditor.store.batch import Merged, TransactionWorker
+from auditor.store.batch import Merged, MergedGroups, TransactionWorker
 from auditor.store.engine import (
     SCHEMA_HEAD,
     WRITE_OPTION,
@@ -152,6 +153,8 @@ class Store:
         self.dialect: str = engine.dialect.name
         # SQLite: the transactions of an audit run in one thread, grouped (see _transact).
         self._worker: TransactionWorker | None = None
+        # PostgreSQL: quiet runs recorded together (auditor.store.batch).
+        self._groups = MergedGroups(self._write_engine.begin)
         self._thread_engine: Engine | None = None
         if self.dialect == "sqlite":
             self._thread_engine = create_thread_engine(driver_url(url))
@@ -179,6 +182,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        await self._groups.close()
         await self._engine.dispose()
         if self._worker is not None and self._thread_engine is not None:
             self._worker.close()
@@ -238,6 +242,8 @@ class Store:
         self._check_open()
         if self._worker is not None:
             return await self._worker.run(work, write=write, inline=short, merge=merge)
+        if merge is not None:
+            return await self._groups.run(work, merge)
         async with (self._write_engine if write else self._engine).begin() as conn:
             return await conn.run_sync(work)
 
@@ -566,17 +572,25 @@ class Store:
     def _commit_quiet(self, conn: Connection, outcomes: list[RunOutcome]) -> list[list[Alert]]:
         """Record quiet runs (see :func:`_quiet`): each writes its run row and, when complete,
         its target's last complete run; each statement runs once for all of them."""
-        if conn.execute(_FINISH_RUN, [_finish_params(o) for o in outcomes]).rowcount != len(
-            outcomes
-        ):
+        params = [_finish_params(o) for o in outcomes]
+        if len(outcomes) > 1 and not conn.dialect.supports_sane_multi_rowcount:
+            # The driver does not count the rows of an executemany (asyncpg): look first.
+            pairs = [(o.run_id, o.target_id) for o in outcomes]
+            if conn.execute(_RUNS_FOUND, {"pairs": pairs}).scalar_one() != len(outcomes):
+                raise self._missing_runs()
+            conn.execute(_FINISH_RUN, params)
+        elif conn.execute(_FINISH_RUN, params).rowcount != len(outcomes):
             if len(outcomes) == 1:
                 raise self._missing_run(conn, outcomes[0])
-            # Run again one by one (auditor.store.batch), each gets its own answer.
-            raise StoreError(f"database {self.url_for_display}: a run to record does not exist")
+            raise self._missing_runs()
         complete = [_complete_params(o) for o in outcomes if o.status == "ok"]
         if complete:
             conn.execute(_SET_LAST_COMPLETE, complete)
         return [[] for _ in outcomes]
+
+    def _missing_runs(self) -> StoreError:
+        # Run again one by one (auditor.store.batch), each gets its own answer.
+        return StoreError(f"database {self.url_for_display}: a run to record does not exist")
 
     def _missing_run(self, conn: Connection, outcome: RunOutcome) -> StoreError:
         head = conn.execute(_TARGET_HEAD, {"b_target": outcome.target_id}).one_or_none()
@@ -1646,6 +1660,11 @@ _CURRENT_HASHES = select(versions.c.collection, versions.c.key, versions.c.hash)
 )
 _ALERT_STATES = select(alerts).where(alerts.c.target_id == bindparam("target_id"))
 _ALERT_STATES_OF = select(alerts).where(alerts.c.target_id.in_(bindparam("ids", expanding=True)))
+_RUNS_FOUND = (
+    select(func.count())
+    .select_from(runs)
+    .where(tuple_(runs.c.id, runs.c.target_id).in_(bindparam("pairs", expanding=True)))
+)
 _TARGET_HEAD = select(targets.c.name, targets.c.last_complete_run_id).where(
     targets.c.id == bindparam("b_target")
 )
