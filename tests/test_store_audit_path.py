@@ -25,6 +25,24 @@ def body(name: str, state: str = "Connected") -> dict[str, str]:
     return {"Filename": name, "State": state}
 
 
+async def commit_among_a_bogus_one(
+    store: Store, outcomes: list[RunOutcome], bogus: RunOutcome
+) -> list[Any]:
+    """Commit ``outcomes`` at once with ``bogus`` (a run that does not exist) in their
+    middle; checks that it fails with its own error and returns what the others gave."""
+    middle = len(outcomes) // 2
+    results = await asyncio.gather(
+        *(store.commit_run(o) for o in outcomes[:middle]),
+        store.commit_run(bogus),
+        *(store.commit_run(o) for o in outcomes[middle:]),
+        return_exceptions=True,
+    )
+    failed = results.pop(middle)
+    assert isinstance(failed, StoreError)
+    assert f"run {bogus.run_id}" in str(failed)
+    return results
+
+
 def disconnected(fingerprint: str, target: str, script: str) -> AlertState:
     """The state of a script.disconnected alert firing since T0."""
     return AlertState(
@@ -189,16 +207,7 @@ async def test_a_failing_write_among_concurrent_ones_fails_alone(store: Store) -
         )
         for s in starts
     ]
-    results = await asyncio.gather(
-        *(store.commit_run(o) for o in outcomes[:3]),
-        store.commit_run(bogus),
-        *(store.commit_run(o) for o in outcomes[3:]),
-        return_exceptions=True,
-    )
-    failed = results.pop(3)
-    assert isinstance(failed, StoreError)
-    assert "run 10000" in str(failed)
-    assert results == [[]] * 6
+    assert await commit_among_a_bogus_one(store, outcomes, bogus) == [[]] * 6
     for i, s in enumerate(starts):
         assert [(r.id, r.status) for r in await store.runs(f"pbx-{i}")] == [(s.run_id, "ok")]
     recorded = await store.changes(limit=None)
@@ -265,16 +274,7 @@ async def test_quiet_runs_recorded_together_fail_alone(store: Store) -> None:
         for i, s in enumerate(starts)
     ]
     bogus = RunOutcome(run_id=10_000, target_id=starts[0].target_id, status="ok", finished_at=T0)
-    results = await asyncio.gather(
-        *(store.commit_run(o) for o in outcomes[:5]),
-        store.commit_run(bogus),
-        *(store.commit_run(o) for o in outcomes[5:]),
-        return_exceptions=True,
-    )
-    failed = results.pop(5)
-    assert isinstance(failed, StoreError)
-    assert "run 10000" in str(failed)
-    assert results == [[]] * 8
+    assert await commit_among_a_bogus_one(store, outcomes, bogus) == [[]] * 8
     for i, start in enumerate(starts):
         [run] = await store.runs(f"q-{i}")
         assert (run.id, run.status, run.error) == (
