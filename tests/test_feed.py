@@ -25,17 +25,9 @@ from auditor.errors import ConfigError
 from auditor.metrics import Metrics
 from auditor.model import Alert, iso
 from auditor.store import Store
-from auditor.web import (
-    ATOM_CONTENT_TYPE,
-    ServiceState,
-    base_url,
-    entry_id,
-    entry_title,
-    feed_id,
-    make_app,
-    render_feed,
-    start_http,
-)
+from auditor.web.app import base_url, make_app, start_http
+from auditor.web.feed import ATOM_CONTENT_TYPE, entry_id, entry_title, feed_id, render_feed
+from auditor.web.state import ServiceState
 from tests.recording import Plan, record_in_thread
 
 TOKEN = "feed-token-0123456789"

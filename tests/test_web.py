@@ -31,7 +31,9 @@ from auditor.errors import ConfigError
 from auditor.metrics import RUN_STATUSES, Metrics
 from auditor.model import ALERT_KINDS, iso, utcnow
 from auditor.store import Store
-from auditor.web import ServiceState, base_url, encode_cursor, make_app, start_http
+from auditor.web.app import base_url, make_app, start_http
+from auditor.web.cursors import encode_cursor
+from auditor.web.state import ServiceState
 from tests.recording import Plan, Recording, record_in_thread
 
 TOKEN = "test-token-0123456789"
