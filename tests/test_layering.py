@@ -8,6 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "auditor"
+# Top-level in the source tree, shipped as auditor.migrations: outside the layered package.
+MIGRATIONS = ROOT / "migrations"
 
 
 def layers() -> list[str]:
@@ -50,7 +52,6 @@ def test_design_lists_every_module() -> None:
         for p in PACKAGE.iterdir()
         if (p.suffix == ".py" and not p.name.startswith("__"))
         or (p.is_dir() and (p / "__init__.py").exists())
-        or (p.is_dir() and p.name == "migrations")
     }
     assert present == set(order), "DESIGN.md's layout and auditor/ disagree"
 
@@ -70,3 +71,24 @@ def test_imports_point_upwards_only() -> None:
             elif rank[name] > rank[own]:
                 wrong.append(f"{relative} ({own}) imports auditor.{name}, which is below it")
     assert not wrong, "\n".join(wrong)
+
+
+def test_migrations_import_only_the_store_and_what_is_above_it() -> None:
+    """The migrations run inside ``auditor.store`` (its ``upgrade``): ``env.py`` may use the
+    store's engine set-up and tables and what is above the store, and a revision uses nothing of
+    ``auditor`` at all, so that it keeps describing the tables as they were when it was written.
+    Nothing under ``auditor/`` imports them: the store hands their folder to Alembic."""
+    order = layers()
+    allowed = set(order[: order.index("store") + 1])
+    wrong = []
+    for path in sorted(MIGRATIONS.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        imported = imported_layers(path) - {"__version__"}
+        if path.parent.name == "versions" and imported:
+            wrong.append(f"{relative} imports auditor.{', auditor.'.join(sorted(imported))}")
+        elif imported - allowed:
+            below = ", ".join(f"auditor.{name}" for name in sorted(imported - allowed))
+            wrong.append(f"{relative} imports {below}, which is below the store")
+    assert not wrong, "\n".join(wrong)
+    assert (MIGRATIONS / "env.py").exists()
+    assert not (PACKAGE / "migrations").exists(), "the migrations live in the top-level migrations/"

@@ -7,7 +7,8 @@ in WAL mode (``synchronous = NORMAL``) with a busy timeout and foreign keys on, 
 write lock up front (``BEGIN IMMEDIATE``) on the write engines, so that two writers queue
 instead of failing half-way with "database is locked". Every foreign error becomes one
 :class:`~auditor.errors.StoreError` line that names the database by its URL with the
-password hidden.
+password hidden. The migration scripts are Alembic's to load, from the folder of the (empty)
+package ``auditor.migrations``: this module never imports a script.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ PG_CONNECT_TIMEOUT_S = 10
 # The key of the PostgreSQL advisory lock that serialises migrations across replicas.
 MIGRATION_LOCK_ID = 0x3C_A0D1_7042
 WRITE_OPTION = "auditor_write"
-SCRIPT_LOCATION = "auditor:migrations"
-# The newest migration in auditor/migrations/versions (a test keeps the two equal): knowing it
+# The Alembic scripts: the top-level migrations/ of the source tree, which pyproject.toml maps
+# to this package (in a wheel and in an editable install alike).
+MIGRATIONS_PACKAGE = "auditor.migrations"
+# The newest migration in migrations/versions (a test keeps the two equal): knowing it
 # without Alembic lets a command skip the migration machinery when there is nothing to do.
 SCHEMA_HEAD = "0005"
 
@@ -216,10 +219,15 @@ def translate_errors(action: str, where: str, secret: str | None = None) -> Iter
 
 
 def migration_config() -> Config:
+    from importlib.resources import files
+
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", SCRIPT_LOCATION)
+    # The folder's path (the option interpolates: % doubled); in an editable install it is not
+    # inside auditor/, so alembic's "auditor:migrations" form would not find it.
+    scripts = str(files(MIGRATIONS_PACKAGE)).replace("%", "%%")
+    config.set_main_option("script_location", scripts)
     return config
 
 

@@ -2,8 +2,8 @@
 
 Column types are chosen so that one code path serves SQLite and PostgreSQL: timestamps go
 through :class:`UTCDateTime` (SQLite has no time zones), JSON is ``JSON`` on SQLite and
-``JSONB`` on PostgreSQL. ``auditor/migrations/versions`` must describe exactly these tables;
-a test compares both on both databases.
+``JSONB`` on PostgreSQL. ``migrations/versions`` must describe exactly these tables;
+a test compares both on both databases. Declarations only: no queries, no connections.
 """
 
 from __future__ import annotations

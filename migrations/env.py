@@ -2,10 +2,11 @@
 
 Two ways in: the program passes its own connection in ``config.attributes["connection"]``
 (see ``auditor.store.engine.upgrade_blocking``); the ``alembic`` command (developers, with
-``alembic.ini`` at the repository root) takes the URL from ``-x url=...`` or
-``$AUDITOR_DATABASE__URL`` and maps it to the async driver. On PostgreSQL the migration
+``alembic.ini`` beside this folder at the repository root) takes the URL from ``-x url=...``
+or ``$AUDITOR_DATABASE__URL`` and maps it to the async driver. On PostgreSQL the migration
 transaction first takes an advisory lock, so replicas starting together migrate one at a
-time and the others find the schema at head.
+time and the others find the schema at head. Alembic loads this file by its path; it may
+import ``auditor.store`` and what is above it, nothing below (tests/test_layering.py).
 """
 
 from __future__ import annotations
