@@ -6,9 +6,9 @@ variable (``*_env``) or by a file (``*_file``; a relative path is looked up in s
 validated settings and reports each one that is missing, empty or malformed as
 ``config: <dotted.key>: <why>``, never with the secret in it.
 
-This is the only part of the configuration that reads secrets from the environment or from
-files; it is kept apart from loading so that a caller can validate a configuration without
-touching them. It never logs, and no message it makes holds a secret's value.
+This is the only part of the configuration that follows a ``*_env`` or ``*_file`` reference
+to a secret; it is kept apart from loading so that a caller can validate a configuration
+without touching them. It never logs, and no message it makes holds a secret's value.
 """
 
 from __future__ import annotations
