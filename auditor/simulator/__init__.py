@@ -30,6 +30,14 @@ use ``times=2`` or more when an aiohttp client must see the drop.
 
 Fault rules are described in :mod:`auditor.simulator.faults`, the control API (``/_sim``,
 for changing a simulator from another process) in :mod:`auditor.simulator.control`.
+
+The package, one job per module: ``data`` (generated names and settings, their checks),
+``query`` (OData query options of the listing), ``faults`` (fault rules), ``stats``
+(request counters), ``scripts`` (the failover-script listing of one PBX), ``tokens`` (its
+clients and tokens), ``pbx`` (a PBX put together from those, and the simulator of many),
+``control`` (the ``/_sim`` API), ``app`` (the HTTP handlers), ``runner`` (serving).
+A new collection of a PBX is a new module beside ``scripts``. The simulator never imports
+the auditor's client, store or service: it stands for the PBX, not for the auditor.
 """
 
 from auditor.simulator.app import (
@@ -40,19 +48,17 @@ from auditor.simulator.app import (
     TOKEN_PATH,
     make_app,
 )
-from auditor.simulator.data import SETTINGS_FIELDS, generate_filenames, generate_settings
-from auditor.simulator.faults import ACTIONS, ENDPOINTS, Fault, FaultAction, FaultEndpoint
-from auditor.simulator.pbx import (
+from auditor.simulator.data import (
+    SETTINGS_FIELDS,
     DuplicateError,
-    ManualClock,
-    Pbx,
-    RequestRecord,
-    Simulator,
-    Stats,
-    pbx_url,
+    generate_filenames,
+    generate_settings,
 )
+from auditor.simulator.faults import ACTIONS, ENDPOINTS, Fault, FaultAction, FaultEndpoint
+from auditor.simulator.pbx import ManualClock, Pbx, Simulator, pbx_url
 from auditor.simulator.query import top_limit_message
 from auditor.simulator.runner import run, serve, tls_context
+from auditor.simulator.stats import RequestRecord, Stats
 
 __all__ = [
     "ACTIONS",

@@ -2,6 +2,8 @@
 
 One catch-all route dispatches by dictionary look-up, so a thousand PBXs cost no more per
 request than one. ``/_sim/...`` is the control API (see :mod:`auditor.simulator.control`).
+Holds no state of its own: what a PBX knows and counts lives in :mod:`auditor.simulator.pbx`
+and the modules it puts together; a request's headers and body are never recorded.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from aiohttp import web
 
 from auditor.simulator.control import handle_control
 from auditor.simulator.faults import PASS_THROUGH, Endpoint, Fault
-from auditor.simulator.pbx import Pbx, RequestRecord, Simulator
+from auditor.simulator.pbx import Pbx, Simulator
 from auditor.simulator.query import (
     ODataQueryError,
     lenient_skip,
     parse_listing_query,
     top_limit_message,
 )
+from auditor.simulator.stats import RequestRecord
 
 TOKEN_PATH = "/connect/token"  # noqa: S105 - a URL path, not a password
 SCRIPTS_PATH = "/xapi/v1/Backups/Pbx.GetFailoverScripts()"

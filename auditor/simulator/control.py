@@ -1,8 +1,10 @@
 """The control API: change a running simulator from outside its process (JSON over HTTP).
 
 Every route is under ``/_sim``; ``{pbx}`` is a PBX name, ``-`` for the PBX at the root.
-Answers are JSON; a refused request gets ``{"error": "<why>"}`` with 400 (invalid),
-404 (no such PBX/script/fault) or 409 (name taken).
+It only translates requests into calls on :mod:`auditor.simulator.pbx` objects: it holds
+no state and never answers with a client secret or a token. Answers are JSON; a refused
+request gets ``{"error": "<why>"}`` with 400 (invalid), 404 (no such PBX/script/fault) or
+409 (name taken).
 
 =======  ================================  =================================================
 GET      /_sim                             ``{"pbxs": [summary, ...]}``
@@ -27,7 +29,7 @@ GET      /_sim/{pbx}/faults                ``{"faults": [rule, ...]}``
 POST     /_sim/{pbx}/faults                a rule (see :mod:`auditor.simulator.faults`) -> 201
 DELETE   /_sim/{pbx}/faults                remove every rule -> 204
 DELETE   /_sim/{pbx}/faults/{id}           remove one rule -> 204
-GET      /_sim/{pbx}/stats                 the PBX's :class:`~auditor.simulator.pbx.Stats`
+GET      /_sim/{pbx}/stats                 the PBX's :class:`~auditor.simulator.stats.Stats`
 DELETE   /_sim/{pbx}/stats                 reset them -> 204
 =======  ================================  =================================================
 """
@@ -40,8 +42,9 @@ from typing import Any
 
 from aiohttp import web
 
+from auditor.simulator.data import DuplicateError
 from auditor.simulator.faults import Fault
-from auditor.simulator.pbx import ROOT_CONTROL_NAME, DuplicateError, Pbx, Simulator
+from auditor.simulator.pbx import ROOT_CONTROL_NAME, Pbx, Simulator
 
 _PBX_OPTIONS: dict[str, tuple[type, ...]] = {
     "name": (str,),

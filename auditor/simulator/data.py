@@ -1,8 +1,9 @@
-"""Deterministic sample data: plausible failover script names and failover settings.
+"""Deterministic sample data: plausible failover script names and failover settings, and
+the checks a name or a settings update passes before a simulated PBX takes it.
 
 The same ``(count, seed)`` always gives the same names and settings, on every platform and
 Python version (:class:`random.Random` seeded with an ``int`` is stable), so tests and
-benchmarks can rely on exact values without storing them.
+benchmarks can rely on exact values without storing them. Pure: no I/O, no clock, no state.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SETTINGS_FIELDS: tuple[str, ...] = (
 CONDITIONS = ("AllService", "AnyService")
 MODES = ("Active", "Passive")
 
+
 _STEMS = (
     "failover-pre",
     "failover-post",
@@ -46,6 +48,10 @@ _STEMS = (
 )
 # Weighted towards shell scripts, as on most Linux PBXs; Windows PBXs bring .ps1.
 _EXTENSIONS = (".sh", ".sh", ".sh", ".ps1", ".py")
+
+
+class DuplicateError(ValueError):
+    """The name is already taken (a script in a PBX, or a PBX in a simulator)."""
 
 
 def check_filename(filename: object) -> str:

@@ -1,0 +1,83 @@
+"""Configuration: TOML file + environment + credential files -> validated, frozen settings.
+
+Precedence, highest first: ``AUDITOR_*`` environment variables (``__`` between levels, e.g.
+``AUDITOR_DATABASE__URL``), then the TOML file, then the defaults. Every problem is
+reported as one line ``config: <dotted.key>: <why>``; all problems are collected before
+:class:`~auditor.errors.ConfigError` is raised, so one run of ``check-config`` shows them all.
+
+Secrets (``client_secret``, ``http.token``) are :class:`pydantic.SecretStr`: they print as
+``**********`` and only :meth:`TargetSettings.secret` hands out the value.
+
+The package, one job per module (each imports only those above it):
+
+- :mod:`~auditor.config.values`: durations, bounded integers, the PBX URL, the section base
+- :mod:`~auditor.config.sections`: ``[database] [schedule] [audit] [http] [log]``
+- :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
+- :mod:`~auditor.config.targets`: ``[[targets]]``
+- :mod:`~auditor.config.settings`: :class:`Settings`, the root, with the environment on top
+- :mod:`~auditor.config.secrets`: secrets from the environment, files, ``$CREDENTIALS_DIRECTORY``
+- :mod:`~auditor.config.checks`: checks across sections once the settings are valid
+- :mod:`~auditor.config.load`: finding and reading the file, one line per problem
+
+Other modules import from here, not from the modules above. Nothing here prints or logs.
+"""
+
+from auditor.config.alerts import (
+    SINK_TYPES,
+    WEBHOOK_SECRET_PREFIX,
+    AlertmanagerSettings,
+    AlertsSettings,
+    AppriseSettings,
+    SinkSettings,
+    SinkUrl,
+    WebhookSettings,
+    webhook_key,
+)
+from auditor.config.load import CONFIG_ENV, DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.sections import (
+    AuditSettings,
+    DatabaseSettings,
+    HttpSettings,
+    LogSettings,
+    ScheduleSettings,
+)
+from auditor.config.settings import ENV_PREFIX, Settings
+from auditor.config.targets import StateRule, TargetSettings
+from auditor.config.values import (
+    Duration,
+    PositiveDuration,
+    format_duration,
+    normalise_url,
+    parse_duration,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_PATHS",
+    "ENV_PREFIX",
+    "SINK_TYPES",
+    "WEBHOOK_SECRET_PREFIX",
+    "AlertmanagerSettings",
+    "AlertsSettings",
+    "AppriseSettings",
+    "AuditSettings",
+    "DatabaseSettings",
+    "Duration",
+    "HttpSettings",
+    "Loaded",
+    "LogSettings",
+    "PositiveDuration",
+    "ScheduleSettings",
+    "Settings",
+    "SinkSettings",
+    "SinkUrl",
+    "StateRule",
+    "TargetSettings",
+    "WebhookSettings",
+    "find_config",
+    "format_duration",
+    "load_settings",
+    "normalise_url",
+    "parse_duration",
+    "webhook_key",
+]

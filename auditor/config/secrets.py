@@ -1,0 +1,130 @@
+"""Secrets: the targets' client secrets and the webhooks' signing secrets, from where they live.
+
+A secret is given inline (``client_secret``, ``secret``), by the name of an environment
+variable (``*_env``) or by a file (``*_file``; a relative path is looked up in systemd's
+``$CREDENTIALS_DIRECTORY`` when it is set). :func:`resolve_secrets` reads them into the
+validated settings and reports each one that is missing, empty or malformed as
+``config: <dotted.key>: <why>``, never with the secret in it.
+
+This is the only part of the configuration that follows a ``*_env`` or ``*_file`` reference
+to a secret; it is kept apart from loading so that a caller can validate a configuration
+without touching them. It never logs, and no message it makes holds a secret's value.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from auditor.config.alerts import webhook_key
+from auditor.config.settings import Settings
+
+
+def read_secret_file(path: Path) -> str:
+    """The stripped text of a secret file (relative: under ``$CREDENTIALS_DIRECTORY``)."""
+    if not path.is_absolute():
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir:
+            path = Path(cred_dir) / path
+    return path.read_text(encoding="utf-8").strip()
+
+
+def resolve_secrets(settings: Settings) -> tuple[Settings, list[str]]:
+    """Every secret read and set in place; the problems found, targets first, then webhooks."""
+    settings, problems = resolve_target_secrets(settings)
+    settings, webhook_problems = resolve_webhook_secrets(settings)
+    return settings, problems + webhook_problems
+
+
+def resolve_target_secrets(settings: Settings) -> tuple[Settings, list[str]]:
+    """Read each target's ``client_secret_env`` / ``client_secret_file`` into ``client_secret``."""
+    problems: list[str] = []
+    targets = []
+    for index, target in enumerate(settings.targets):
+        value: str | None = None
+        if target.client_secret_env is not None:
+            key = f"targets[{index}].client_secret_env"
+            value = os.environ.get(target.client_secret_env)
+            if not value:
+                problems.append(
+                    f"config: {key}: environment variable {target.client_secret_env} "
+                    "is not set or empty"
+                )
+        elif target.client_secret_file is not None:
+            key = f"targets[{index}].client_secret_file"
+            try:
+                value = read_secret_file(target.client_secret_file)
+            except OSError as exc:
+                problems.append(
+                    f"config: {key}: cannot read {target.client_secret_file}: {exc.strerror or exc}"
+                )
+            else:
+                if not value:
+                    problems.append(f"config: {key}: {target.client_secret_file} is empty")
+        elif target.client_secret is not None and not target.client_secret.get_secret_value():
+            problems.append(f"config: targets[{index}].client_secret: is empty")
+        if value:
+            target = target.model_copy(update={"client_secret": SecretStr(value)})
+        targets.append(target)
+    return settings.model_copy(update={"targets": tuple(targets)}), problems
+
+
+def resolve_webhook_secrets(settings: Settings) -> tuple[Settings, list[str]]:
+    """Read each webhook's ``secret_env`` / ``secret_file`` into ``secret`` and check its form."""
+    problems: list[str] = []
+    alerts = settings.alerts
+    webhooks = []
+    for index, hook in enumerate(alerts.webhook):
+        where = f"alerts.webhook[{index}]"
+        value: str | None = None
+        if hook.secret_env is not None:
+            key = f"{where}.secret_env"
+            value = os.environ.get(hook.secret_env)
+            if not value:
+                problems.append(
+                    f"config: {key}: environment variable {hook.secret_env} is not set or empty"
+                )
+        elif hook.secret_file is not None:
+            key = f"{where}.secret_file"
+            try:
+                value = read_secret_file(hook.secret_file)
+            except OSError as exc:
+                problems.append(
+                    f"config: {key}: cannot read {hook.secret_file}: {exc.strerror or exc}"
+                )
+        else:
+            key = f"{where}.secret"
+            value = hook.secret.get_secret_value() if hook.secret is not None else None
+        if value:
+            try:
+                webhook_key(value)
+            except ValueError as exc:
+                problems.append(f"config: {key}: {exc}")
+            hook = hook.model_copy(update={"secret": SecretStr(value)})
+        webhooks.append(hook)
+    alerts = alerts.model_copy(update={"webhook": tuple(webhooks)})
+    return settings.model_copy(update={"alerts": alerts}), problems
+
+
+def world_readable_with_secret(path: Path, data: Mapping[str, Any]) -> bool:
+    """Whether the file holds a secret inline (``data``: its parsed TOML) and others may read it."""
+    alerts = data.get("alerts")
+    sinks = alerts if isinstance(alerts, Mapping) else {}
+    has_inline = (
+        any(isinstance(t, Mapping) and "client_secret" in t for t in data.get("targets", []) or [])
+        or (isinstance(data.get("http"), Mapping) and "token" in data["http"])
+        or any(isinstance(w, Mapping) and "secret" in w for w in sinks.get("webhook", []) or [])
+        or bool(sinks.get("apprise"))
+    )
+    if not has_inline:
+        return False
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_IROTH)
