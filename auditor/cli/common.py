@@ -1,0 +1,141 @@
+"""What the command families share: exit codes, the usage-error parser, loading the
+settings for a command, opening the store, and printing (JSON, tables).
+
+It runs no command and registers none. It never imports aiohttp, Alembic, Apprise or the
+simulator at module level, and SQLAlchemy only inside ``open_store``: the parser imports
+this module for every command, ``--help`` and ``--version`` included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+from auditor.config import Loaded, load_settings
+from auditor.errors import ConfigError
+from auditor.logs import configure as configure_logs
+
+if TYPE_CHECKING:
+    from auditor.store import Store
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+T = TypeVar("T")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+if TYPE_CHECKING:
+    # What ``add_subparsers`` returns: each family module adds its commands to it.
+    Commands = argparse._SubParsersAction[Parser]
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (got {text!r})") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative (got {value})")
+    return value
+
+
+def out(stream: TextIO | None = None) -> TextIO:
+    return stream if stream is not None else sys.stdout
+
+
+def print_json(value: Any, *, lines: bool = False) -> None:
+    """JSON on stdout: one document, or (``lines``) one compact document per line."""
+    stream = out()
+    if lines:
+        for item in value:
+            stream.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n")
+    else:
+        stream.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    stream.flush()
+
+
+def _columns(items: Sequence[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {"Filename": None}
+    for item in items:
+        for key in item:
+            columns.setdefault(key, None)
+    return list(columns)
+
+
+def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
+
+    table = Table(title=title, title_justify="left")
+    columns = _columns(items)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(*("" if item.get(c) is None else str(item.get(c)) for c in columns))
+    Console().print(table)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+def load(
+    args: argparse.Namespace, *, require_targets: bool = False, daemon: bool = False
+) -> Loaded:
+    """Settings for a command. ``[log] level`` is the daemon's; a one-shot command logs only
+    warnings and errors (its results are its output), ``-v`` everything."""
+    loaded = load_settings(args.config)
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    level = loaded.settings.log.level if daemon else "warning"
+    configure_logs("debug" if args.verbose else level, loaded.settings.log.format)
+    if require_targets and not loaded.settings.targets:
+        where = loaded.path or "the configuration"
+        raise ConfigError([f"config: targets: no [[targets]] in {where}"])
+    return loaded
+
+
+async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
+    from auditor.store import Store
+
+    settings = loaded.settings
+    store = await Store.open(settings.database.url, concurrency=settings.audit.max_concurrent)
+    if migrate:
+        try:
+            await store.ensure_schema()
+        except BaseException:
+            await store.close()
+            raise
+    return store
+
+
+def read(args: argparse.Namespace, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Load the settings, open (and migrate) the store, run ``work`` on it, close it."""
+    loaded = load(args)
+
+    async def run() -> T:
+        store = await open_store(loaded)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

@@ -1,0 +1,93 @@
+"""The parser and the dispatch: the global options, the subcommands each family module
+registers (in the order ``--help`` lists them), and the mapping of errors to exit codes.
+
+It holds no command itself. It imports only the family modules, which import nothing heavy
+at module level (aiohttp, SQLAlchemy, Alembic, Apprise, the simulator): so ``--help``,
+``--version`` and ``check-config`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from auditor import __version__
+from auditor.cli import audit, evidence, live, record, service, sim
+from auditor.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
+from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
+
+if TYPE_CHECKING:
+    from auditor.cli.common import Commands
+
+Handler = Callable[[argparse.Namespace], int]
+
+# Each adds one command to the parser; this order is the order of `3cx-auditor --help`.
+COMMANDS: tuple[Callable[[Commands], None], ...] = (
+    service.add_check_config,
+    live.add_scripts,
+    sim.add_simulate,
+    sim.add_demo,
+    service.add_db,
+    audit.add_once,
+    service.add_run,
+    record.add_runs,
+    record.add_history,
+    record.add_alerts,
+    record.add_show,
+    record.add_diff,
+    evidence.add_verify,
+    evidence.add_export,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="3cx-auditor",
+        description="Audits the failover scripts and failover settings of 3CX V20 PBXs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $AUDITOR_CONFIG, ./auditor.toml, /etc/3cx-auditor/config.toml)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs and tracebacks on errors"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def _exit_code(error: AuditorError) -> int:
+    if isinstance(error, ConfigError | QueryError):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except AuditorError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        prefix = "error" if not isinstance(exc, SourceError) else "pbx"
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,80 @@
+"""The commands that look after the installation: ``check-config``, ``db upgrade`` and
+``run`` (the daemon).
+
+The daemon (and with it APScheduler, aiohttp and the sinks) and the store (SQLAlchemy,
+Alembic) are imported only inside the commands that use them, never at module level:
+``check-config`` must answer without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+from auditor.cli.common import EXIT_OK, EXIT_USAGE, Parser, load, open_store
+from auditor.config import load_settings
+from auditor.logs import alert_printer
+
+if TYPE_CHECKING:
+    from auditor.cli.common import Commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = load_settings(args.config, require_file=True)
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    count = len(loaded.settings.targets)
+    print(f"config: ok: {loaded.path} ({count} target{'s' if count != 1 else ''})")
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    loaded = load(args)
+
+    async def upgrade() -> str:
+        store = await open_store(loaded, migrate=False)
+        try:
+            return await store.upgrade()
+        finally:
+            await store.close()
+
+    revision = asyncio.run(upgrade())
+    print(f"database: at revision {revision}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from auditor.errors import InUseError
+    from auditor.service import run_service
+
+    loaded = load(args, daemon=True)
+    try:
+        asyncio.run(run_service(loaded, on_alert=alert_printer()))
+    except InUseError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def add_check_config(commands: Commands) -> None:
+    sub = commands.add_parser("check-config", help="validate the configuration")
+    sub.set_defaults(handler=cmd_check_config)
+
+
+def add_db(commands: Commands) -> None:
+    sub = commands.add_parser("db", help="database maintenance")
+    db = sub.add_subparsers(dest="db_command", metavar="ACTION", parser_class=Parser)
+    db.required = True
+    db.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(
+        handler=cmd_db_upgrade
+    )
+
+
+def add_run(commands: Commands) -> None:
+    sub = commands.add_parser(
+        "run",
+        help="the daemon: audit on schedule until SIGTERM (health and metrics over HTTP)",
+    )
+    sub.set_defaults(handler=cmd_run)
