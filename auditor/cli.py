@@ -239,7 +239,7 @@ async def audit_targets(
     store = await open_store(loaded)
     try:
         if not progress:
-            results = await audit_many(settings, store, targets, on_alert=on_alert)
+            results = await audit_many(settings, store.record, targets, on_alert=on_alert)
         else:
             from rich.progress import Progress
 
@@ -247,7 +247,7 @@ async def audit_targets(
                 task = bar.add_task("auditing", total=len(targets))
                 results = await audit_many(
                     settings,
-                    store,
+                    store.record,
                     targets,
                     on_alert=on_alert,
                     on_done=lambda _result: bar.advance(task),
@@ -255,7 +255,7 @@ async def audit_targets(
         if on_delivery is not None:
             on_delivery(
                 await deliver_once(
-                    store,
+                    store.outbox,
                     settings.alerts,
                     owner=deliverer_name("once"),
                     time_budget=ONCE_DELIVERY_BUDGET_S,
@@ -383,7 +383,7 @@ def _short(moment: datetime | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    found = _read(args, lambda store: store.runs(**_filters(args), newest_first=True))
+    found = _read(args, lambda store: store.reads.runs(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
         print_json([r.as_json() for r in found])
@@ -403,7 +403,7 @@ def _fields_text(fields: Sequence[FieldChange]) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    found = _read(args, lambda store: store.changes(**_filters(args), newest_first=True))
+    found = _read(args, lambda store: store.reads.changes(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
         print_json([c.as_json() for c in found])
@@ -417,7 +417,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_undelivered(args: argparse.Namespace) -> int:
-    found = _read(args, lambda store: store.undelivered())
+    found = _read(args, lambda store: store.outbox.undelivered())
     found = [d for d in found if args.target is None or d.alert.target == args.target]
     if args.limit:
         found = found[-args.limit :]
@@ -446,7 +446,7 @@ def cmd_undelivered(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     if args.undelivered:
         return cmd_undelivered(args)
-    found = _read(args, lambda store: store.alert_events(**_filters(args), newest_first=True))
+    found = _read(args, lambda store: store.reads.alert_events(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
         print_json([a.as_json() for a in found])
@@ -462,7 +462,7 @@ async def _snapshot_of(
     if run_id is None:
         if target is None:
             raise QueryError("show: give --target NAME or --run ID")
-        rows = [t for t in await store.targets() if t.name == target]
+        rows = [t for t in await store.reads.targets() if t.name == target]
         if not rows or rows[0].last_complete_run_id is None:
             raise QueryError(f"show: {target} has no complete run yet")
         run_id = rows[0].last_complete_run_id
@@ -472,7 +472,7 @@ async def _snapshot_of(
 async def _complete_snapshot(store: Store, run_id: int, command: str) -> Snapshot:
     # A run id that does not exist or names a failed run is the user's mistake (exit 2),
     # not a database failure (exit 1), which is what the store's error would say.
-    run = await store.run(run_id)
+    run = await store.reads.run(run_id)
     if run is None:
         raise QueryError(f"{command}: there is no run {run_id}")
     if run.status != "ok":
@@ -480,7 +480,7 @@ async def _complete_snapshot(store: Store, run_id: int, command: str) -> Snapsho
             f"{command}: run {run_id} of {run.target} is {run.status}, not complete: "
             "it has no snapshot"
         )
-    return await store.snapshot_at(run_id)
+    return await store.reads.snapshot_at(run_id)
 
 
 def _snapshot_json(run_id: int, snapshot: Snapshot) -> dict[str, Any]:
@@ -543,7 +543,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    result = _read(args, lambda store: store.verify())
+    result = _read(args, lambda store: store.reads.verify())
     if result.ok:
         print(f"verify: intact: {result.length} change records, chain head {result.head}")
         return EXIT_OK
@@ -580,7 +580,7 @@ async def _each_change(
     # export consistent with that head while audits go on appending.
     after_id: int | None = None
     while True:
-        batch = await store.changes(
+        batch = await store.reads.changes(
             **filters, limit=EXPORT_BATCH, after_id=after_id, before_id=length + 1
         )
         for record in batch:
@@ -593,7 +593,7 @@ async def _each_change(
 async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[str, int, int]:
     from auditor.report import HtmlReport
 
-    head, length = await store.chain_head()
+    head, length = await store.reads.chain_head()
     filters = {"target": args.target, "since": args.since, "until": args.until}
     if args.format == "html":
         with HtmlReport(

@@ -272,7 +272,7 @@ async def api_targets(request: web.Request) -> web.Response:
     after = decode_cursor("targets", query["cursor"]) if "cursor" in query else None
     # A fleet is thousands of rows at most: read them all and page here, in Python's order
     # of names (a database collation may order "pbx-a" and "pbxa" differently).
-    rows = sorted(await request.app[STORE_KEY].targets(), key=lambda r: r.name)
+    rows = sorted(await request.app[STORE_KEY].reads.targets(), key=lambda r: r.name)
     wanted = query.get("target")
     items = [
         _target_json(r)
@@ -284,7 +284,7 @@ async def api_targets(request: web.Request) -> web.Response:
 
 async def api_runs(request: web.Request) -> web.Response:
     w = _window(request, "runs")
-    found = await request.app[STORE_KEY].runs(
+    found = await request.app[STORE_KEY].reads.runs(
         w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
     )
     return _json(_page("runs", [r.as_json() for r in found], w.limit, lambda item: item["id"]))
@@ -292,7 +292,7 @@ async def api_runs(request: web.Request) -> web.Response:
 
 async def api_changes(request: web.Request) -> web.Response:
     w = _window(request, "changes")
-    found = await request.app[STORE_KEY].changes(
+    found = await request.app[STORE_KEY].reads.changes(
         w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
     )
     return _json(_page("changes", [c.as_json() for c in found], w.limit, lambda item: item["id"]))
@@ -300,7 +300,7 @@ async def api_changes(request: web.Request) -> web.Response:
 
 async def api_alerts(request: web.Request) -> web.Response:
     w = _window(request, "alerts")
-    found = await request.app[STORE_KEY].alert_events(
+    found = await request.app[STORE_KEY].reads.alert_events(
         w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
     )
     return _json(_page("alerts", [a.as_json() for a in found], w.limit, lambda item: item["id"]))
@@ -409,7 +409,7 @@ def render_feed(alerts: Sequence[Alert], *, instance: str, self_url: str) -> byt
 async def atom_feed(request: web.Request) -> web.StreamResponse:
     query = request.rel_url.query
     _check_known(query, _FEED_PARAMS, request.path)
-    found = await request.app[STORE_KEY].alert_events(
+    found = await request.app[STORE_KEY].reads.alert_events(
         query.get("target"), limit=parse_limit(query.get("limit")), newest_first=True
     )
     # The newest recorded, shown newest by time: targets audited side by side can record

@@ -75,7 +75,7 @@ def diff(before: Bodies, after: Bodies) -> list[Change]:
 
 
 async def current_bodies(store: Store, target_id: int) -> Bodies:
-    _, snapshot = await store.current_snapshot(target_id)
+    _, snapshot = await store.record.current_snapshot(target_id)
     return {ref: dict(item.body) for ref, item in snapshot.items.items()}
 
 
@@ -94,9 +94,9 @@ async def audit(
     """One run the way the audit does it: read the last snapshot, diff, commit. ``digest``
     is kept only on a target's first complete run (no previous run is named)."""
     started = at or datetime.now(UTC)
-    run_id = await store.begin_run(target_id, started)
+    run_id = await store.record.begin_run(target_id, started)
     found = diff(await current_bodies(store, target_id), bodies)
-    await store.commit_run(
+    await store.record.commit_run(
         RunOutcome(
             run_id=run_id,
             target_id=target_id,
@@ -134,7 +134,7 @@ async def test_upgrade_from_empty_database_to_head(db_url: str) -> None:
         assert await store.upgrade() == HEAD
         assert await store.at_head()
         assert await store.upgrade() == HEAD
-        assert await store.chain_head() == (GENESIS_HASH, 0)
+        assert await store.reads.chain_head() == (GENESIS_HASH, 0)
         assert store.dialect == db_url.split(":")[0]
 
 
@@ -201,7 +201,7 @@ async def test_replicas_starting_together_all_migrate(db_url: str) -> None:
         assert out.decode().strip() == HEAD
     async with await Store.open(db_url) as store:
         assert await store.at_head()
-        assert await store.chain_head() == (GENESIS_HASH, 0)
+        assert await store.reads.chain_head() == (GENESIS_HASH, 0)
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -236,27 +236,30 @@ async def test_close_is_idempotent_and_refuses_work_afterwards(db_url: str) -> N
     await store.close()
     await store.close()
     with pytest.raises(StoreError, match="closed"):
-        await store.ensure_target("pbx", "https://pbx.example.com")
+        await store.record.ensure_target("pbx", "https://pbx.example.com")
 
 
 # -- runs and contents ---------------------------------------------------------------------
 
 
 async def test_targets_are_upserted_by_name(store: Store) -> None:
-    first = await store.ensure_target("pbx-hq", "https://old.example.com")
-    again = await store.ensure_target("pbx-hq", "https://new.example.com")
-    other = await store.ensure_target("pbx-branch", "https://branch.example.com")
+    first = await store.record.ensure_target("pbx-hq", "https://old.example.com")
+    again = await store.record.ensure_target("pbx-hq", "https://new.example.com")
+    other = await store.record.ensure_target("pbx-branch", "https://branch.example.com")
     assert first == again != other
-    rows = {t.name: t for t in await store.targets()}
+    rows = {t.name: t for t in await store.reads.targets()}
     assert rows["pbx-hq"].url == "https://new.example.com"
     assert rows["pbx-hq"].last_complete_run_id is None
     assert rows["pbx-hq"].created_at.tzinfo is not None
 
 
 async def test_baseline_change_and_quiet_runs(store: Store, raw: AsyncEngine) -> None:
-    target = await store.ensure_target("pbx-hq", "https://pbx-hq.example.com")
-    assert await store.current_snapshot(target) == (None, (await store.current_snapshot(target))[1])
-    assert not (await store.current_snapshot(target))[1].items
+    target = await store.record.ensure_target("pbx-hq", "https://pbx-hq.example.com")
+    assert await store.record.current_snapshot(target) == (
+        None,
+        (await store.record.current_snapshot(target))[1],
+    )
+    assert not (await store.record.current_snapshot(target))[1].items
 
     start = await counts(raw)
     baseline = scripts(30)
@@ -264,11 +267,11 @@ async def test_baseline_change_and_quiet_runs(store: Store, raw: AsyncEngine) ->
     after_base = await counts(raw)
     assert after_base["versions"] - start["versions"] == len(baseline)
     assert after_base["changes"] - start["changes"] == len(baseline)
-    assert await store.chain_head() == (
-        (await store.changes(limit=None, newest_first=True))[0].hash,
+    assert await store.reads.chain_head() == (
+        (await store.reads.changes(limit=None, newest_first=True))[0].hash,
         len(baseline),
     )
-    last, snapshot = await store.current_snapshot(target)
+    last, snapshot = await store.record.current_snapshot(target)
     assert last == base_run
     assert {ref: dict(i.body) for ref, i in snapshot.items.items()} == baseline
     assert all(i.hash == content_hash(i.body) for i in snapshot.items.values())
@@ -295,7 +298,7 @@ async def test_baseline_change_and_quiet_runs(store: Store, raw: AsyncEngine) ->
         ("failover-0004.sh", base_run),
         ("failover-0005.sh", base_run),
     ]
-    recorded = await store.changes("pbx-hq", run_id=change_run, limit=None)
+    recorded = await store.reads.changes("pbx-hq", run_id=change_run, limit=None)
     assert sorted((c.key, c.kind) for c in recorded) == [
         ("failover-0003.sh", "changed"),
         ("failover-0004.sh", "changed"),
@@ -312,38 +315,38 @@ async def test_baseline_change_and_quiet_runs(store: Store, raw: AsyncEngine) ->
     assert {k: after_quiet[k] - after_change[k] for k in after_quiet} == {
         k: (1 if k == "runs" else 0) for k in after_quiet
     }
-    assert (await store.current_snapshot(target))[0] == quiet_run
+    assert (await store.record.current_snapshot(target))[0] == quiet_run
 
     # A failed run never touches contents, even if handed changes.
     failed_run = await audit(store, target, scripts(2), status="failed")
     after_failed = await counts(raw)
     assert after_failed["versions"] == after_quiet["versions"]
     assert after_failed["changes"] == after_quiet["changes"]
-    assert (await store.current_snapshot(target))[0] == quiet_run
+    assert (await store.record.current_snapshot(target))[0] == quiet_run
     assert await current_bodies(store, target) == changed
-    assert await store.recent_statuses(target, 3) == ["failed", "ok", "ok"]
-    run = await store.run(failed_run)
+    assert await store.record.recent_statuses(target, 3) == ["failed", "ok", "ok"]
+    run = await store.reads.run(failed_run)
     assert run is not None
     assert (run.status, run.target) == ("failed", "pbx-hq")
-    assert (await store.verify()).ok
+    assert (await store.reads.verify()).ok
 
 
 async def test_large_baseline_spans_write_batches(store: Store) -> None:
-    target = await store.ensure_target("pbx-big", "https://big.example.com")
+    target = await store.record.ensure_target("pbx-big", "https://big.example.com")
     baseline = scripts(1201)
     run_id = await audit(store, target, baseline)
     assert await current_bodies(store, target) == baseline
-    assert (await store.chain_head())[1] == len(baseline)
-    result = await store.verify(batch=97)
+    assert (await store.reads.chain_head())[1] == len(baseline)
+    result = await store.reads.verify(batch=97)
     assert (result.ok, result.length) == (True, len(baseline))
-    changes_of_run = await store.changes(run_id=run_id, limit=None)
+    changes_of_run = await store.reads.changes(run_id=run_id, limit=None)
     assert [c.id for c in changes_of_run] == list(range(1, len(baseline) + 1))
 
 
 async def test_snapshot_at_reconstructs_every_complete_run(store: Store) -> None:
     rng = random.Random(20260105)
-    hq = await store.ensure_target("pbx-hq", "https://hq.example.com")
-    branch = await store.ensure_target("pbx-branch", "https://branch.example.com")
+    hq = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
+    branch = await store.record.ensure_target("pbx-branch", "https://branch.example.com")
     expected: dict[int, Bodies] = {}
     not_complete: list[int] = []
     bodies = {hq: scripts(12), branch: scripts(5)}
@@ -367,21 +370,21 @@ async def test_snapshot_at_reconstructs_every_complete_run(store: Store) -> None
             expected[await audit(store, target, current)] = current
 
     for run_id, wanted in expected.items():
-        snapshot = await store.snapshot_at(run_id)
+        snapshot = await store.reads.snapshot_at(run_id)
         assert {ref: dict(i.body) for ref, i in snapshot.items.items()} == wanted, run_id
     for run_id in not_complete:
         with pytest.raises(StoreError, match="not complete"):
-            await store.snapshot_at(run_id)
+            await store.reads.snapshot_at(run_id)
     with pytest.raises(StoreError, match="no run"):
-        await store.snapshot_at(10**6)
-    assert (await store.verify()).ok
+        await store.reads.snapshot_at(10**6)
+    assert (await store.reads.verify()).ok
 
 
 async def test_timestamps_come_back_aware_in_utc(store: Store) -> None:
-    target = await store.ensure_target("pbx", "https://pbx.example.com")
+    target = await store.record.ensure_target("pbx", "https://pbx.example.com")
     local = datetime(2026, 3, 1, 12, 30, 15, 250_000, tzinfo=timezone(timedelta(hours=2)))
-    run_id = await store.begin_run(target, local)
-    run = await store.run(run_id)
+    run_id = await store.record.begin_run(target, local)
+    run = await store.reads.run(run_id)
     assert run is not None
     assert run.started_at == local
     assert run.started_at.utcoffset() == timedelta(0)
@@ -389,19 +392,19 @@ async def test_timestamps_come_back_aware_in_utc(store: Store) -> None:
 
 
 async def test_mark_interrupted_ends_runs_left_running(store: Store) -> None:
-    a = await store.ensure_target("a", "https://a.example.com")
-    b = await store.ensure_target("b", "https://b.example.com")
-    run_a = await store.begin_run(a, T0)
-    run_b = await store.begin_run(b, T0)
-    assert await store.mark_interrupted(a) == 1
-    found_a, found_b = await store.run(run_a), await store.run(run_b)
+    a = await store.record.ensure_target("a", "https://a.example.com")
+    b = await store.record.ensure_target("b", "https://b.example.com")
+    run_a = await store.record.begin_run(a, T0)
+    run_b = await store.record.begin_run(b, T0)
+    assert await store.record.mark_interrupted(a) == 1
+    found_a, found_b = await store.reads.run(run_a), await store.reads.run(run_b)
     assert found_a is not None
     assert found_b is not None
     assert (found_a.status, found_a.error) == ("failed", "interrupted")
     assert found_b.status == "running"
-    assert await store.recent_statuses(b, 5) == []
-    assert await store.mark_interrupted() == 1
-    assert await store.recent_statuses(b, 5) == ["failed"]
+    assert await store.record.recent_statuses(b, 5) == []
+    assert await store.record.mark_interrupted() == 1
+    assert await store.record.recent_statuses(b, 5) == ["failed"]
 
 
 # -- alerts --------------------------------------------------------------------------------
@@ -440,13 +443,13 @@ def state(d: AlertDraft, **extra: Any) -> AlertState:
 
 
 async def test_alert_events_states_and_outbox(store: Store, raw: AsyncEngine) -> None:
-    target = await store.ensure_target("pbx-hq", "https://hq.example.com")
+    target = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
     down = draft("script.disconnected", "a.sh", T0, severity="critical")
     changed = draft(
         "script.changed", "b.sh", T0, fields=(FieldChange("Contents", "echo 1", "echo 2"),)
     )
-    run_id = await store.begin_run(target, T0)
-    recorded = await store.commit_run(
+    run_id = await store.record.begin_run(target, T0)
+    recorded = await store.record.commit_run(
         RunOutcome(
             run_id=run_id,
             target_id=target,
@@ -460,16 +463,16 @@ async def test_alert_events_states_and_outbox(store: Store, raw: AsyncEngine) ->
     assert [a.kind for a in recorded] == ["script.disconnected", "script.changed"]
     assert recorded[0].id < recorded[1].id
     assert {(a.target, a.run_id) for a in recorded} == {("pbx-hq", run_id)}
-    assert [a.as_json() for a in await store.alert_events("pbx-hq")] == [
+    assert [a.as_json() for a in await store.reads.alert_events("pbx-hq")] == [
         a.as_json() for a in recorded
     ]
     assert (await counts(raw))["outbox"] == 4
-    assert (await store.alert_states(target))[down.fingerprint] == state(down)
+    assert (await store.record.alert_states(target))[down.fingerprint] == state(down)
 
     later = T0 + timedelta(minutes=15)
     back = draft("script.reconnected", "a.sh", later, status="resolved", severity="info")
-    run_2 = await store.begin_run(target, later)
-    await store.commit_run(
+    run_2 = await store.record.begin_run(target, later)
+    await store.record.commit_run(
         RunOutcome(
             run_id=run_2,
             target_id=target,
@@ -479,38 +482,38 @@ async def test_alert_events_states_and_outbox(store: Store, raw: AsyncEngine) ->
             alert_states=(state(down, status="resolved", last_seen=later, resolved_at=later),),
         )
     )
-    states = await store.alert_states(target)
+    states = await store.record.alert_states(target)
     assert list(states) == [down.fingerprint]
     assert states[down.fingerprint].status == "resolved"
     assert states[down.fingerprint].resolved_at == later
     assert states[down.fingerprint].first_seen == T0
     assert (await counts(raw))["outbox"] == 4  # no sinks named for the second run
-    newest = await store.alert_events(newest_first=True, limit=1)
+    newest = await store.reads.alert_events(newest_first=True, limit=1)
     assert [a.kind for a in newest] == ["script.reconnected"]
-    assert await store.alert_events(since=later) == newest
+    assert await store.reads.alert_events(since=later) == newest
 
 
 async def test_read_side_filters_and_cursors(store: Store) -> None:
-    hq = await store.ensure_target("pbx-hq", "https://hq.example.com")
-    branch = await store.ensure_target("pbx-branch", "https://branch.example.com")
+    hq = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
+    branch = await store.record.ensure_target("pbx-branch", "https://branch.example.com")
     hq_runs = [await audit(store, hq, scripts(3 + i), at=T0 + timedelta(hours=i)) for i in range(5)]
     branch_run = await audit(store, branch, scripts(2), at=T0 + timedelta(hours=2, minutes=30))
 
-    assert [r.id for r in await store.runs("pbx-hq", limit=None)] == hq_runs
-    assert [r.id for r in await store.runs(limit=None)] == sorted([*hq_runs, branch_run])
-    window = await store.runs(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))
+    assert [r.id for r in await store.reads.runs("pbx-hq", limit=None)] == hq_runs
+    assert [r.id for r in await store.reads.runs(limit=None)] == sorted([*hq_runs, branch_run])
+    window = await store.reads.runs(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))
     assert [r.id for r in window] == sorted([hq_runs[1], hq_runs[2], branch_run])
-    page_1 = await store.runs("pbx-hq", limit=2)
-    page_2 = await store.runs("pbx-hq", limit=2, after_id=page_1[-1].id)
+    page_1 = await store.reads.runs("pbx-hq", limit=2)
+    page_2 = await store.reads.runs("pbx-hq", limit=2, after_id=page_1[-1].id)
     assert [r.id for r in page_1 + page_2] == hq_runs[:4]
-    assert [r.id for r in await store.runs("pbx-hq", newest_first=True, limit=2)] == [
+    assert [r.id for r in await store.reads.runs("pbx-hq", newest_first=True, limit=2)] == [
         hq_runs[4],
         hq_runs[3],
     ]
-    assert [r.id for r in await store.runs("pbx-hq", before_id=hq_runs[2])] == hq_runs[:2]
-    assert await store.runs("no-such-target") == []
+    assert [r.id for r in await store.reads.runs("pbx-hq", before_id=hq_runs[2])] == hq_runs[:2]
+    assert await store.reads.runs("no-such-target") == []
 
-    history = await store.changes("pbx-hq", limit=None)
+    history = await store.reads.changes("pbx-hq", limit=None)
     assert {c.target for c in history} == {"pbx-hq"}
     assert len(history) == 3 + 1 + 1 + 1 + 1 + 1  # baseline of 3 + settings, then one added each
     as_json = history[0].as_json()
@@ -529,7 +532,7 @@ async def test_read_side_filters_and_cursors(store: Store) -> None:
         "prev_hash",
     }
     assert as_json["prev_hash"] == GENESIS_HASH
-    late = await store.changes(since=T0 + timedelta(hours=2))
+    late = await store.reads.changes(since=T0 + timedelta(hours=2))
     assert {c.run_id for c in late} == {hq_runs[2], hq_runs[3], hq_runs[4], branch_run}
 
 
@@ -538,8 +541,8 @@ async def test_read_side_filters_and_cursors(store: Store) -> None:
 
 async def build_history(store: Store) -> int:
     """Twelve chained records over two targets; returns the chain length."""
-    hq = await store.ensure_target("pbx-hq", "https://hq.example.com")
-    branch = await store.ensure_target("pbx-branch", "https://branch.example.com")
+    hq = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
+    branch = await store.record.ensure_target("pbx-branch", "https://branch.example.com")
     await audit(store, hq, scripts(4), at=T0)  # records 1-5
     await audit(store, branch, scripts(1), at=T0)  # records 6-7
     edited = scripts(4)
@@ -551,7 +554,7 @@ async def build_history(store: Store) -> int:
     more[(SETTINGS, SETTINGS_KEY)] = {"Enabled": False, "PreStartScript": "failover-0042.sh"}
     more[(SCRIPTS, "failover-0043.sh")] = {"Filename": "failover-0043.sh", "Ratio": 0.1}
     await audit(store, hq, more, at=T0 + timedelta(hours=2))  # records 11-12
-    length = (await store.chain_head())[1]
+    length = (await store.reads.chain_head())[1]
     assert length == 12
     return length
 
@@ -605,9 +608,9 @@ async def test_verify_names_the_first_tampered_record(
     store: Store, raw: AsyncEngine, tamper: str, first_bad: int, reason: str
 ) -> None:
     length = await build_history(store)
-    intact = await store.verify(batch=4)
+    intact = await store.reads.verify(batch=4)
     assert (intact.ok, intact.first_bad) == (True, None)
-    assert (intact.head, intact.length) == await store.chain_head()
+    assert (intact.head, intact.length) == await store.reads.chain_head()
 
     async with raw.begin() as conn:
         if tamper == "edit":
@@ -629,7 +632,7 @@ async def test_verify_names_the_first_tampered_record(
     if tamper == "reorder":
         await swap_ids(raw, 6, 7)
 
-    result = await store.verify(batch=4)
+    result = await store.reads.verify(batch=4)
     assert not result.ok
     assert result.first_bad == first_bad
     assert reason in (result.reason or "")
@@ -640,8 +643,8 @@ async def test_concurrent_writers_extend_one_chain(db_url: str, store: Store) ->
     # Two connections pools (as two replicas have) commit runs of two targets at once.
     other = await Store.open(db_url)
     try:
-        hq = await store.ensure_target("pbx-hq", "https://hq.example.com")
-        branch = await other.ensure_target("pbx-branch", "https://branch.example.com")
+        hq = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
+        branch = await other.record.ensure_target("pbx-branch", "https://branch.example.com")
 
         async def evolve(s: Store, target: int, seed: int) -> int:
             rng = random.Random(seed)
@@ -659,10 +662,10 @@ async def test_concurrent_writers_extend_one_chain(db_url: str, store: Store) ->
     finally:
         await other.close()
 
-    result = await store.verify()
+    result = await store.reads.verify()
     assert result.ok, result.reason
     assert result.length == sum(totals)
-    history = await store.changes(limit=None)
+    history = await store.reads.changes(limit=None)
     assert [c.id for c in history] == list(range(1, sum(totals) + 1))
     assert history[0].prev_hash == GENESIS_HASH
     for before, after in itertools.pairwise(history):
@@ -676,7 +679,7 @@ def _plain_mapping(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 async def test_history_records_carry_what_was_committed(store: Store) -> None:
     await build_history(store)
-    history = await store.changes(limit=None)
+    history = await store.reads.changes(limit=None)
     unicode_add = next(c for c in history if c.key == "failover-0042.sh")
     assert unicode_add.kind == "added"
     assert _plain_mapping(unicode_add.after) == {"Filename": "failover-0042.sh", "Note": "Zürich ✓"}
@@ -734,9 +737,9 @@ async def test_upgrade_keeps_a_populated_sqlite_database(tmp_path: pathlib.Path)
     store = await Store.open(f"sqlite:///{path}")
     try:
         assert await store.ensure_schema() == SCHEMA_HEAD
-        (target,) = await store.targets()
+        (target,) = await store.reads.targets()
         assert (target.name, target.last_complete_run_id) == ("pbx-old", 1)
-        assert [r.id for r in await store.runs("pbx-old")] == [1]
+        assert [r.id for r in await store.reads.runs("pbx-old")] == [1]
     finally:
         await store.close()
 
@@ -761,18 +764,18 @@ async def test_the_newest_migration_goes_down_and_up_on_a_populated_database(
     """Downgrading the newest migration and upgrading again keeps every record (on SQLite
     the batch mode copies the targets table that every other table refers to)."""
     bodies = scripts(3)
-    target = await store.ensure_target("hq", "https://hq.example")
+    target = await store.record.ensure_target("hq", "https://hq.example")
     first = await audit(store, target, bodies, at=T0, digest="d" * 64)
-    assert (await store.start_run("hq", "https://hq.example", T0)).digest == "d" * 64
+    assert (await store.record.start_run("hq", "https://hq.example", T0)).digest == "d" * 64
     await store.close()
     await asyncio.to_thread(_alembic, db_url, "downgrade", "-1")
     await asyncio.to_thread(_alembic, db_url, "upgrade", "head")
     async with await Store.open(db_url) as again:
         assert await again.at_head()
-        [row] = await again.targets()
+        [row] = await again.reads.targets()
         assert (row.name, row.last_complete_run_id) == ("hq", first)
-        next_run = await again.start_run("hq", "https://hq.example", T0)
+        next_run = await again.record.start_run("hq", "https://hq.example", T0)
         # The digest went with the column: the next run diffs in full and sets it again.
         assert (next_run.previous_run_id, next_run.digest) == (first, None)
-        assert len(await again.current_hashes(next_run.target_id)) == len(bodies)
-        assert (await again.verify()).ok
+        assert len(await again.record.current_hashes(next_run.target_id)) == len(bodies)
+        assert (await again.reads.verify()).ok
