@@ -5,6 +5,9 @@ fetch (listing proved complete + settings) -> snapshot -> diff against the last 
 outbox rows. A failed or incomplete run is recorded with its error and is never diffed, so
 it cannot produce ``removed``. A run cancelled mid-way (shutdown, timeout) is recorded as
 failed before the cancellation goes on.
+
+It uses the store's record part (:class:`~auditor.store.RecordStore`) and nothing else of
+the store: it neither claims targets nor delivers alerts.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from auditor.model import (
     Snapshot,
     utcnow,
 )
-from auditor.store import RunOutcome, RunStart, Store
+from auditor.store import RecordStore, RunOutcome, RunStart
 from auditor.xapi import TokenCache, XapiClient
 
 log = structlog.get_logger("auditor.audit")
@@ -125,7 +128,7 @@ def policy_of(settings: Settings) -> Policy:
 
 async def audit_target(
     target: TargetSettings,
-    store: Store,
+    record: RecordStore,
     client: XapiClient,
     *,
     policy: Policy,
@@ -137,14 +140,14 @@ async def audit_target(
 ) -> AuditResult:
     """Audit ``target`` once and record the run; never raises SourceError (it is recorded).
 
-    ``start``: the run, when it was already recorded as running (:meth:`Store.start_runs`);
+    ``start``: the run, when it was already recorded as running (:meth:`RecordStore.start_runs`);
     otherwise it is recorded now. Each alert event is enqueued for the sinks named in
     ``sinks`` and those whose filter in ``router`` (``Router.of(settings.alerts)``) matches it.
     """
     bound = log.bind(target=target.name)
     began = utcnow()
     if start is None:
-        start = await store.start_run(target.name, target.url, began)
+        start = await record.start_run(target.name, target.url, began)
     target_id, run_id, previous_run = start.target_id, start.run_id, start.previous_run_id
     bound = bound.bind(run_id=run_id)
 
@@ -163,7 +166,7 @@ async def audit_target(
         limit = format_duration(deadline) if deadline else "its time limit"
         error = f"{target.name}: audit not finished within {limit} (audit.timeout)"
     except asyncio.CancelledError:
-        await _record_cancelled(store, target, start, began, "audit cancelled")
+        await _record_cancelled(record, target, start, began, "audit cancelled")
         raise
 
     finished = utcnow()
@@ -178,8 +181,8 @@ async def audit_target(
             if baseline:
                 changes, suppressed = _baseline_changes(current), 0
             else:
-                hashes = await store.current_hashes(target_id)
-                previous = await _previous_snapshot(store, target_id, hashes, current)
+                hashes = await record.current_hashes(target_id)
+                previous = await _previous_snapshot(record, target_id, hashes, current)
                 result = diff(previous, current, ignore_fields=target.ignore_fields)
                 changes, suppressed = list(result.changes), result.suppressed
         # Once this run is recorded the record holds exactly what the PBX said, unless a
@@ -198,7 +201,7 @@ async def audit_target(
         )
         items = len(fetched.scripts)
     else:
-        statuses = await store.recent_statuses(target_id, policy.disconnected_after + 1)
+        statuses = await record.recent_statuses(target_id, policy.disconnected_after + 1)
         observation = Observation(
             target=target.name,
             status=status,
@@ -209,7 +212,7 @@ async def audit_target(
         changes, suppressed, items, digest = [], 0, None, None
 
     events, states = evaluate(observation, start.alerts, policy)
-    alerts = await store.commit_run(
+    alerts = await record.commit_run(
         RunOutcome(
             run_id=run_id,
             target_id=target_id,
@@ -257,7 +260,7 @@ async def audit_target(
 
 async def audit_many(
     settings: Settings,
-    store: Store,
+    record: RecordStore,
     targets: Sequence[TargetSettings],
     *,
     on_alert: AlertCallback | None = None,
@@ -287,7 +290,7 @@ async def audit_many(
                 begun = True
                 result = await audit_target(
                     target,
-                    store,
+                    record,
                     client,
                     policy=policy,
                     start=start,
@@ -299,7 +302,7 @@ async def audit_many(
             # Once begun, audit_target records a cancelled run itself.
             if not begun:
                 await _record_cancelled(
-                    store, target, start, queued, "audit cancelled before it began"
+                    record, target, start, queued, "audit cancelled before it began"
                 )
             raise
         if on_done is not None:
@@ -308,7 +311,7 @@ async def audit_many(
 
     # All the cycle's runs are recorded as running at once (a few statements in all, not a
     # few per target); each run's started_at becomes the time its audit began.
-    starts = await store.start_runs([(t.name, t.url) for t in targets], queued)
+    starts = await record.start_runs([(t.name, t.url) for t in targets], queued)
     tasks = [asyncio.ensure_future(one(t, s)) for t, s in zip(targets, starts, strict=True)]
     try:
         return list(await asyncio.gather(*tasks))
@@ -325,11 +328,11 @@ async def audit_many(
 
 
 async def _record_cancelled(
-    store: Store, target: TargetSettings, start: RunStart, began: datetime, what: str
+    record: RecordStore, target: TargetSettings, start: RunStart, began: datetime, what: str
 ) -> None:
     # Shielded: the run must not stay 'running' nor be diffed.
     await asyncio.shield(
-        store.commit_run(
+        record.commit_run(
             RunOutcome(
                 run_id=start.run_id,
                 target_id=start.target_id,
@@ -343,15 +346,15 @@ async def _record_cancelled(
 
 
 async def _previous_snapshot(
-    store: Store, target_id: int, hashes: Mapping[tuple[str, str], str], current: Snapshot
+    record: RecordStore, target_id: int, hashes: Mapping[tuple[str, str], str], current: Snapshot
 ) -> Snapshot:
     """The last complete run's snapshot, reading from the database only the bodies whose
     hash differs from what the PBX sent now (an unchanged item is the same either way)."""
     stale = [k for k, h in hashes.items() if k not in current.items or current.items[k].hash != h]
-    loaded = {(i.collection, i.key): i for i in await store.current_items(target_id, stale)}
+    loaded = {(i.collection, i.key): i for i in await record.current_items(target_id, stale)}
     if len(loaded) != len(stale):
         # The record moved between the two reads: take it whole.
-        return (await store.current_snapshot(target_id))[1]
+        return (await record.current_snapshot(target_id))[1]
     return Snapshot(current.target, {k: loaded.get(k) or current.items[k] for k in hashes})
 
 

@@ -6,6 +6,8 @@ added, the pre-start script removed, the failover mode switched, a script discon
 PBX down and back), so every kind of alert shows up as it happens. It stops by itself after
 the last step (about a minute), or on Ctrl-C, and sums up what it recorded. What to show and
 how is the caller's business: steps and alerts arrive through callbacks.
+
+It never prints, and reads the record only through the store's read side.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from auditor.config import load_settings
 from auditor.model import Alert, utcnow
 from auditor.service import Service
 from auditor.simulator import Pbx, Simulator, serve
-from auditor.store import Store, VerifyResult
+from auditor.store import ReadStore, Store, VerifyResult
 
 StepCallback = Callable[[int, str], None]
 SECRET_ENV = "AUDITOR_DEMO_CLIENT_SECRET"  # noqa: S105  (a variable name, not a secret)
@@ -80,11 +82,11 @@ page_size = 50
 """
 
 
-async def _audited_since(store: Store, since: datetime, targets: int) -> None:
+async def _audited_since(reads: ReadStore, since: datetime, targets: int) -> None:
     """Wait until every target has a finished run that started after ``since``: one that
     began before a change of the simulated PBX may not have seen it."""
     while True:
-        runs = await store.runs(limit=4 * targets, newest_first=True)
+        runs = await reads.runs(limit=4 * targets, newest_first=True)
         done = {r.target for r in runs if r.started_at > since and r.status != "running"}
         if len(done) >= targets:
             return
@@ -153,7 +155,7 @@ async def run_demo(
                 await action()
                 on_step(number, title)
                 for _ in range(rounds):
-                    await _audited_since(store, utcnow(), len(loaded.settings.targets))
+                    await _audited_since(store.reads, utcnow(), len(loaded.settings.targets))
 
         try:
             story = asyncio.create_task(script())
@@ -167,10 +169,10 @@ async def run_demo(
                 story.result()
                 service.request_stop()
             await daemon
-            verify = await store.verify()
-            runs = Counter(str(r.status) for r in await store.runs(limit=None))
-            changes = await store.changes(limit=None)
-            alerts = await store.alert_events(limit=None)
+            verify = await store.reads.verify()
+            runs = Counter(str(r.status) for r in await store.reads.runs(limit=None))
+            changes = await store.reads.changes(limit=None)
+            alerts = await store.reads.alert_events(limit=None)
         finally:
             await store.close()
             os.environ.pop(SECRET_ENV, None)

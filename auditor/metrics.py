@@ -17,6 +17,9 @@ of PBXs they would multiply every series by the fleet; per-target detail is in t
     auditor_outbox_dead / auditor_outbox_pending  alert deliveries given up / waiting
 
 plus the standard ``process_*``, ``python_*`` series of prometheus-client.
+
+The fleet gauges are read through the store's read side (:class:`~auditor.store.ReadStore`);
+this module writes nothing to the database.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from auditor.audit import AuditResult
 from auditor.model import ALERT_KINDS
-from auditor.store import FleetHealth, Store
+from auditor.store import FleetHealth, ReadStore
 
 RUN_STATUSES: tuple[str, ...] = ("ok", "failed", "incomplete")
 # From a small PBX on a LAN (a tenth of a second) to the default audit.timeout (10 minutes).
@@ -130,10 +133,10 @@ class Metrics:
         self._targets.set(targets)
 
     async def update_fleet(
-        self, store: Store, *, disconnected_after: int, names: Collection[str] | None = None
+        self, reads: ReadStore, *, disconnected_after: int, names: Collection[str] | None = None
     ) -> FleetHealth:
-        """Read :meth:`Store.fleet_health` and set the fleet gauges from it."""
-        health = await store.fleet_health(disconnected_after, names=names)
+        """Read :meth:`ReadStore.fleet_health` and set the fleet gauges from it."""
+        health = await reads.fleet_health(disconnected_after, names=names)
         self.set_fleet(
             oldest_complete_age_s=health.oldest_complete_age_s,
             targets_disconnected=health.disconnected,

@@ -375,12 +375,12 @@ class Service:
         if sqlite:
             # The file lock proves no other daemon uses this database: every lease in it
             # belongs to a process that is gone.
-            for owner in await self.store.lease_owners():
-                released += await self.store.release_leases(owner)
+            for owner in await self.store.schedule.lease_owners():
+                released += await self.store.schedule.release_leases(owner)
         # With replicas, another process's lease may be alive: only runs on targets without
         # a live lease are known to be abandoned.
-        interrupted = await self.store.interrupt_orphaned_runs(utcnow())
-        deliveries = await self.store.release_deliveries() if sqlite else 0
+        interrupted = await self.store.schedule.interrupt_orphaned_runs(utcnow())
+        deliveries = await self.store.outbox.release_deliveries() if sqlite else 0
         if released or interrupted or deliveries:
             log.warning(
                 "service.recovered",
@@ -393,7 +393,9 @@ class Service:
         configured = [(t.name, t.url) for t in self._settings.targets]
         now = utcnow()
         schedule = self._schedule
-        await self.store.sync_targets(configured, lambda _name: first_run(schedule, now, self._rng))
+        await self.store.schedule.sync_targets(
+            configured, lambda _name: first_run(schedule, now, self._rng)
+        )
         self._sync_needed = False
 
     def _start_scheduler(self) -> None:
@@ -490,7 +492,9 @@ class Service:
         if free <= 0:
             self._backlog = True
             return
-        claims = await self.store.claim_due(self.owner, now, free, lease_for(self._settings))
+        claims = await self.store.schedule.claim_due(
+            self.owner, now, free, lease_for(self._settings)
+        )
         self._backlog = len(claims) >= free
         targets = self._targets
         unknown = []
@@ -512,7 +516,7 @@ class Service:
             # In the shared table but not in this process's configuration (replicas
             # configured differently): not audited here; left for later.
             log.warning("schedule.unknown_target", target=claim.name)
-            await self.store.finish_claim(claim.id, self.owner, now + self._schedule.every)
+            await self.store.schedule.finish_claim(claim.id, self.owner, now + self._schedule.every)
 
     async def _audit(self, claim: ClaimedTarget, target: TargetSettings) -> None:
         # Cancelled (shutdown): audit_target records the run as failed, and the lease is
@@ -524,7 +528,7 @@ class Service:
             try:
                 result = await audit_target(
                     target,
-                    self.store,
+                    self.store.record,
                     self._client(target),
                     policy=policy_of(self._settings),
                     deadline=self._settings.audit.timeout,
@@ -557,7 +561,7 @@ class Service:
                 why="audits not run in time were coalesced into this one",
             )
         try:
-            held = await self.store.finish_claim(claim.id, self.owner, next_at)
+            held = await self.store.schedule.finish_claim(claim.id, self.owner, next_at)
         except StoreError as exc:
             # The lease runs out and the target is claimed again then.
             log.error("schedule.not_saved", target=claim.name, error=str(exc))
@@ -570,7 +574,7 @@ class Service:
         if not self._audits or now - self._last_renew < period / 3:
             return
         ids = list(self._audits)
-        held = await self.store.renew_leases(self.owner, ids, now + period)
+        held = await self.store.schedule.renew_leases(self.owner, ids, now + period)
         self._last_renew = now
         for lost in set(ids) - held:
             audit = self._audits.get(lost)
@@ -581,13 +585,13 @@ class Service:
         if now - self._last_fleet >= FLEET_EVERY:
             self._last_fleet = now
             await self.metrics.update_fleet(
-                self.store,
+                self.store.reads,
                 disconnected_after=self._settings.alerts.disconnected_after,
                 names=list(self._targets),
             )
         if now - self._last_status >= STATUS_EVERY:
             self._last_status = now
-            self._next_due = await self.store.next_due()
+            self._next_due = await self.store.schedule.next_due()
             self._notify.status(self._status_text(now))
 
     def _status_text(self, now: datetime | None = None) -> str:
@@ -623,7 +627,7 @@ class Service:
         async with self._delivery_lock:
             try:
                 report = await delivery_tick(
-                    self.store,
+                    self.store.outbox,
                     self._sinks,
                     owner=self.owner,
                     retry=RetryPolicy.of(self._settings.alerts),
@@ -776,8 +780,8 @@ class Service:
             audit.task.cancel()
         if self._store is not None and self.state.migrations_at_head:
             try:
-                released = await self.store.release_leases(self.owner)
-                await self.store.release_deliveries(self.owner)
+                released = await self.store.schedule.release_leases(self.owner)
+                await self.store.outbox.release_deliveries(self.owner)
             except StoreError as exc:
                 log.error("service.leases_not_released", error=str(exc), expire="on their own")
             else:

@@ -204,7 +204,7 @@ async def run_audit(job: dict[str, Any]) -> dict[str, Any]:
 
     store = await Store.open(settings.database.url, concurrency=settings.audit.max_concurrent)
     try:
-        return await timed(job, lambda: audit_many(settings, store, settings.targets), check)
+        return await timed(job, lambda: audit_many(settings, store.record, settings.targets), check)
     finally:
         await store.close()
 

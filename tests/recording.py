@@ -87,7 +87,7 @@ async def record(database: Path, plan: Plan) -> Recording:
             for step in steps:
                 if step is not None:
                     step()
-                results.extend(await audit_many(settings, store, settings.targets))
+                results.extend(await audit_many(settings, store.record, settings.targets))
     return Recording(database=database, results=results, settings=settings)
 
 

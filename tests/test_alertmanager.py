@@ -153,9 +153,9 @@ async def test_disconnected_script_fires_and_resolves(tmp_path: Path, alertmanag
             await store.upgrade()
 
             async def audit_and_deliver() -> int:
-                (result,) = await audit_many(settings, store, settings.targets)
+                (result,) = await audit_many(settings, store.record, settings.targets)
                 assert result.ok, result.error
-                report = await deliver_due(store, sinks, owner="test")
+                report = await deliver_due(store.outbox, sinks, owner="test")
                 assert report.dead == report.retrying == 0
                 return report.delivered
 
@@ -190,10 +190,10 @@ async def test_disconnected_script_fires_and_resolves(tmp_path: Path, alertmanag
             assert "alert_id" in added["labels"]
 
             # Re-sent once its interval has passed, not before.
-            assert await resend_firing(store, sinks) == 0
+            assert await resend_firing(store.outbox, sinks) == 0
             later = utcnow() + timedelta(minutes=1, seconds=1)
-            assert await resend_firing(store, sinks, now=later) == 1
-            report = await deliver_due(store, sinks, owner="test", now=later)
+            assert await resend_firing(store.outbox, sinks, now=later) == 1
+            report = await deliver_due(store.outbox, sinks, owner="test", now=later)
             assert report.delivered == 1
             alerts = await wait_for(
                 alertmanager,
@@ -206,7 +206,7 @@ async def test_disconnected_script_fires_and_resolves(tmp_path: Path, alertmanag
             alerts = await wait_for(alertmanager, lambda a: not mine(a), "the resolution")
             # The change alert is one-shot and stays until its expiry.
             assert [a["labels"]["kind"] for a in alerts] == ["script.added"]
-            assert await resend_firing(store, sinks, now=later + timedelta(hours=1)) == 0
+            assert await resend_firing(store.outbox, sinks, now=later + timedelta(hours=1)) == 0
         finally:
             await close_sinks(sinks)
             await store.close()

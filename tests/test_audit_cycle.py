@@ -68,9 +68,9 @@ async def test_each_run_starts_when_its_audit_begins(
     settings = settings_for(db_url, base)
     # One at a time, the first one slow: the others wait for their turn.
     pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=0.3)
-    results = await audit_many(settings, store, settings.targets)
+    results = await audit_many(settings, store.record, settings.targets)
     assert [(r.target, r.status, r.items) for r in results] == [(n, "ok", 12) for n in NAMES]
-    runs = [(await store.runs(name))[0] for name in NAMES]
+    runs = [(await store.reads.runs(name))[0] for name in NAMES]
     assert [r.id for r in runs] == [r.run_id for r in results]
     for earlier, later in itertools.pairwise(runs):
         assert earlier.finished_at is not None
@@ -86,15 +86,15 @@ async def test_a_cycle_cancelled_while_targets_wait_leaves_no_run_running(
     pbxs, base = fleet
     settings = settings_for(db_url, base)
     pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=30)
-    cycle = asyncio.ensure_future(audit_many(settings, store, settings.targets))
+    cycle = asyncio.ensure_future(audit_many(settings, store.record, settings.targets))
     # Until pbx-a's audit has begun, the others waiting for their turn.
     await logged_in(pbxs["pbx-a"])
-    assert all([await store.runs(name) for name in NAMES])
+    assert all([await store.reads.runs(name) for name in NAMES])
     cycle.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cycle
 
-    runs = {name: await store.runs(name) for name in NAMES}
+    runs = {name: await store.reads.runs(name) for name in NAMES}
     assert {name: [r.status for r in rs] for name, rs in runs.items()} == {
         name: ["failed"] for name in NAMES
     }
@@ -106,7 +106,7 @@ async def test_a_cycle_cancelled_while_targets_wait_leaves_no_run_running(
 
     # The next cycle is the baseline: nothing was diffed against the cancelled runs.
     pbxs["pbx-a"].clear_faults()
-    results = await audit_many(settings, store, settings.targets)
+    results = await audit_many(settings, store.record, settings.targets)
     assert [(r.status, r.baseline) for r in results] == [("ok", True)] * 3
 
 
@@ -120,7 +120,7 @@ async def test_a_target_whose_ca_file_cannot_be_loaded_fails_alone(
         update={"url": "https://127.0.0.1:9/pbx-b", "ca_file": bad}
     )
     targets = (settings.targets[0], broken, settings.targets[2])
-    results = await audit_many(settings, store, targets)
+    results = await audit_many(settings, store.record, targets)
     assert [(r.target, r.status) for r in results] == [
         ("pbx-a", "ok"),
         ("pbx-b", "failed"),
@@ -129,7 +129,7 @@ async def test_a_target_whose_ca_file_cannot_be_loaded_fails_alone(
     assert results[1].error is not None
     assert results[1].error.startswith(f"pbx-b: cannot load ca_file {bad}")
     assert [a.kind for a in results[1].alerts] == ["audit.failed"]
-    assert [r.status for r in await store.runs("pbx-b")] == ["failed"]
+    assert [r.status for r in await store.reads.runs("pbx-b")] == ["failed"]
 
 
 async def test_a_cycle_whose_record_fails_stops_the_audits_still_to_come(
@@ -141,17 +141,17 @@ async def test_a_cycle_whose_record_fails_stops_the_audits_still_to_come(
     pbxs, base = fleet
     settings = settings_for(db_url, base)
     pbxs["pbx-a"].add_fault("delay", endpoint="scripts", seconds=0.5)
-    cycle = asyncio.ensure_future(audit_many(settings, store, settings.targets))
+    cycle = asyncio.ensure_future(audit_many(settings, store.record, settings.targets))
     await logged_in(pbxs["pbx-a"])
-    [gone] = await store.runs("pbx-a")
+    [gone] = await store.reads.runs("pbx-a")
     async with raw.begin() as conn:
         await conn.execute(delete(runs).where(runs.c.id == gone.id))
     with pytest.raises(StoreError, match=f"run {gone.id} of pbx-a does not exist"):
         await cycle
-    assert await store.runs("pbx-a") == []
+    assert await store.reads.runs("pbx-a") == []
     # pbx-b may have taken the freed slot and begun before the cancellation came.
     for name in ("pbx-b", "pbx-c"):
-        [run] = await store.runs(name)
+        [run] = await store.reads.runs(name)
         assert run.status == "failed"
         assert run.error is not None
         assert run.error.startswith(f"{name}: audit cancelled")

@@ -48,7 +48,7 @@ def settings_for(db_url: str, base: str, *, ignore: Sequence[str] = ()) -> Setti
 
 
 async def audit(settings: Settings, store: Store) -> AuditResult:
-    [result] = await audit_many(settings, store, settings.targets)
+    [result] = await audit_many(settings, store.record, settings.targets)
     assert result.ok, result.error
     return result
 

@@ -152,9 +152,9 @@ async def record(
     store: Store, drafts: Sequence[AlertDraft], sinks: Sequence[str], target: str = TARGET
 ) -> list[Alert]:
     """Commit a run whose events go to ``sinks``: what an audit does."""
-    target_id = await store.ensure_target(target, f"https://{target}.example.com")
-    run_id = await store.begin_run(target_id, utcnow())
-    return await store.commit_run(
+    target_id = await store.record.ensure_target(target, f"https://{target}.example.com")
+    run_id = await store.record.begin_run(target_id, utcnow())
+    return await store.record.commit_run(
         RunOutcome(
             run_id=run_id,
             target_id=target_id,
@@ -167,7 +167,7 @@ async def record(
 
 
 async def next_due(store: Store) -> datetime:
-    return max(d.next_attempt_at for d in await store.undelivered())
+    return max(d.next_attempt_at for d in await store.outbox.undelivered())
 
 
 async def test_the_spec_test_vector() -> None:
@@ -197,9 +197,9 @@ async def test_down_then_up_delivers_every_alert_once_in_order(
     try:
         # Port closed twice: only the head of the sink is tried, the others wait behind it.
         for attempt in (1, 2):
-            report = await deliver_due(store, sinks, owner="w1", now=clock, retry=FAST)
+            report = await deliver_due(store.outbox, sinks, owner="w1", now=clock, retry=FAST)
             assert (report.delivered, report.retrying, report.dead) == (0, 1, 0)
-            head, *rest = await store.undelivered()
+            head, *rest = await store.outbox.undelivered()
             assert head.alert.id == alerts[0].id
             assert head.attempts == attempt
             assert "cannot connect" in (head.last_error or "")
@@ -211,19 +211,19 @@ async def test_down_then_up_delivers_every_alert_once_in_order(
         receiver.answer = lambda _id: (503, {}) if len(receiver.attempts) <= 2 else (204, {})
         await receiver.start()
         for attempt in (3, 4):
-            report = await deliver_due(store, sinks, owner="w1", now=clock, retry=FAST)
+            report = await deliver_due(store.outbox, sinks, owner="w1", now=clock, retry=FAST)
             assert report.delivered == 0
-            head = (await store.undelivered())[0]
+            head = (await store.outbox.undelivered())[0]
             assert head.attempts == attempt
             assert "HTTP 503" in (head.last_error or "")
             delays.append((head.next_attempt_at - clock).total_seconds())
             clock = head.next_attempt_at
-        report = await deliver_due(store, sinks, owner="w1", now=clock, retry=FAST)
+        report = await deliver_due(store.outbox, sinks, owner="w1", now=clock, retry=FAST)
     finally:
         await close_sinks(sinks)
     assert (report.delivered, report.retrying, report.dead) == (5, 0, 0)
-    assert await store.undelivered() == []
-    assert await store.outbox_counts() == (0, 0)
+    assert await store.outbox.undelivered() == []
+    assert await store.outbox.outbox_counts() == (0, 0)
     assert receiver.bad_signatures == 0
     # Every alert exactly once, in order, with the same id on every attempt.
     assert [msg_id for msg_id, _body in receiver.accepted] == expected_ids
@@ -241,14 +241,14 @@ async def test_retry_after_is_honoured(store: Store, receiver: Receiver) -> None
     await record(store, [draft("a.sh")], ["webhook:ops"])
     clock = utcnow()
     try:
-        await deliver_due(store, sinks, owner="w1", now=clock, retry=FAST)
+        await deliver_due(store.outbox, sinks, owner="w1", now=clock, retry=FAST)
         slow = RetryPolicy(initial=timedelta(seconds=1), maximum=timedelta(hours=1))
         clock = await next_due(store)
         start = clock
-        await deliver_due(store, sinks, owner="w1", now=clock, retry=slow)
+        await deliver_due(store.outbox, sinks, owner="w1", now=clock, retry=slow)
     finally:
         await close_sinks(sinks)
-    (row,) = await store.undelivered()
+    (row,) = await store.outbox.undelivered()
     # FAST caps any pause at a minute; the second policy lets the 120 s asked for stand.
     assert row.next_attempt_at - start >= timedelta(seconds=120)
     assert row.attempts == 2
@@ -261,20 +261,20 @@ async def test_gone_disables_the_endpoint(store: Store, receiver: Receiver) -> N
     sinks = webhook_sinks(receiver.url)
     first = await record(store, [draft("a.sh"), draft("b.sh")], ["webhook:ops"])
     try:
-        report = await deliver_due(store, sinks, owner="w1", retry=FAST)
+        report = await deliver_due(store.outbox, sinks, owner="w1", retry=FAST)
         assert report.disabled == ["webhook:ops"]
         assert len(receiver.attempts) == 1
         later = await record(store, [draft("c.sh")], ["webhook:ops"])
-        report = await deliver_due(store, sinks, owner="w1", retry=FAST)
+        report = await deliver_due(store.outbox, sinks, owner="w1", retry=FAST)
     finally:
         await close_sinks(sinks)
     assert report.dead == 1
     assert len(receiver.attempts) == 1  # disabled: nothing more was sent
-    dead = await store.undelivered(dead_only=True)
+    dead = await store.outbox.undelivered(dead_only=True)
     assert [d.alert.id for d in dead] == [a.id for a in (*first, *later)]
     assert all(d.dead and d.status == "dead" for d in dead)
     assert "410" in (dead[0].last_error or "")
-    assert await store.outbox_counts() == (0, 3)
+    assert await store.outbox.outbox_counts() == (0, 3)
 
 
 async def test_refused_delivery_is_dead_and_does_not_block(
@@ -288,11 +288,11 @@ async def test_refused_delivery_is_dead_and_does_not_block(
     await receiver.start()
     sinks = webhook_sinks(receiver.url)
     try:
-        report = await deliver_due(store, sinks, owner="w1", retry=FAST)
+        report = await deliver_due(store.outbox, sinks, owner="w1", retry=FAST)
     finally:
         await close_sinks(sinks)
     assert (report.delivered, report.dead, report.retrying) == (1, 1, 0)
-    (dead,) = await store.undelivered(dead_only=True)
+    (dead,) = await store.outbox.undelivered(dead_only=True)
     assert dead.alert.id == alerts[0].id
     assert "HTTP 400" in (dead.last_error or "")
     assert "(id 42)" in (dead.last_error or "")
@@ -300,7 +300,7 @@ async def test_refused_delivery_is_dead_and_does_not_block(
     assert "channel=ops" not in (dead.last_error or "")
     assert dead.as_json()["status"] == "dead"
     assert [msg_id for msg_id, _ in receiver.accepted] == [f"msg_{alerts[1].id}_webhook-ops"]
-    assert await store.outbox_counts() == (0, 1)
+    assert await store.outbox.outbox_counts() == (0, 1)
 
 
 async def test_a_wrong_secret_is_refused_by_the_receiver(store: Store, receiver: Receiver) -> None:
@@ -308,7 +308,7 @@ async def test_a_wrong_secret_is_refused_by_the_receiver(store: Store, receiver:
     sinks = webhook_sinks(receiver.url, secret=OTHER_SECRET)
     await record(store, [draft("a.sh")], ["webhook:ops"])
     try:
-        report = await deliver_due(store, sinks, owner="w1", retry=FAST)
+        report = await deliver_due(store.outbox, sinks, owner="w1", retry=FAST)
     finally:
         await close_sinks(sinks)
     assert report.dead == 1
@@ -322,20 +322,20 @@ async def test_outbox_survives_a_restart(db_url: str, receiver: Receiver) -> Non
         (alert,) = await record(store, [draft("a.sh")], ["webhook:ops"])
         sinks = webhook_sinks(receiver.url)
         try:
-            report = await deliver_due(store, sinks, owner="before", retry=FAST)
+            report = await deliver_due(store.outbox, sinks, owner="before", retry=FAST)
         finally:
             await close_sinks(sinks)
         assert report.retrying == 1
     await receiver.start()
     async with await Store.open(db_url) as store:
-        (pending,) = await store.undelivered()
+        (pending,) = await store.outbox.undelivered()
         assert (pending.alert.id, pending.attempts) == (alert.id, 1)
         sinks = webhook_sinks(receiver.url)
         try:
-            early = await deliver_due(store, sinks, owner="after", retry=FAST)
+            early = await deliver_due(store.outbox, sinks, owner="after", retry=FAST)
             assert early.attempted == 0  # not due before its stored next attempt
             report = await deliver_due(
-                store, sinks, owner="after", now=pending.next_attempt_at, retry=FAST
+                store.outbox, sinks, owner="after", now=pending.next_attempt_at, retry=FAST
             )
         finally:
             await close_sinks(sinks)
@@ -362,9 +362,9 @@ async def test_two_deliverers_never_send_a_row_twice(pg_url: str, receiver: Rece
     async def worker(store: Store, sinks: Mapping[str, Sink], owner: str) -> int:
         sent = 0
         for _ in range(200):
-            report: DeliveryReport = await deliver_due(store, sinks, owner=owner, batch=3)
+            report: DeliveryReport = await deliver_due(store.outbox, sinks, owner=owner, batch=3)
             sent += report.delivered
-            if report.attempted == 0 and not await store.undelivered():
+            if report.attempted == 0 and not await store.outbox.undelivered():
                 break
         return sent
 
@@ -438,10 +438,10 @@ async def test_only_routed_sinks_get_outbox_rows(store: Store) -> None:
         ]
     )
     router = Router.of(settings)
-    target_id = await store.ensure_target(TARGET, "https://hq.example.com")
-    run_id = await store.begin_run(target_id, utcnow())
+    target_id = await store.record.ensure_target(TARGET, "https://hq.example.com")
+    run_id = await store.record.begin_run(target_id, utcnow())
     drafts = [draft("a.sh"), draft("Post", kind="settings.script_missing", severity="critical")]
-    await store.commit_run(
+    await store.record.commit_run(
         RunOutcome(
             run_id=run_id,
             target_id=target_id,
@@ -451,7 +451,7 @@ async def test_only_routed_sinks_get_outbox_rows(store: Store) -> None:
             routes=router.routes(TARGET, drafts),
         )
     )
-    rows = [(d.sink, d.alert.kind) for d in await store.undelivered()]
+    rows = [(d.sink, d.alert.kind) for d in await store.outbox.undelivered()]
     assert rows == [
         ("webhook:all", "script.changed"),
         ("webhook:all", "settings.script_missing"),
@@ -497,14 +497,16 @@ async def test_apprise_through_the_outbox(
     (alert,) = await record(store, [draft("a.sh")], ["apprise:chat"])
     try:
         state.status = 500
-        report = await deliver_due(store, sinks, owner="w1", retry=FAST)
+        report = await deliver_due(store.outbox, sinks, owner="w1", retry=FAST)
         assert report.retrying == 1
-        (row,) = await store.undelivered()
+        (row,) = await store.outbox.undelivered()
         assert row.last_error is not None
         assert "t0p-s3cret" not in row.last_error
         assert str(port) not in row.last_error
         state.status = 200
-        report = await deliver_due(store, sinks, owner="w1", now=row.next_attempt_at, retry=FAST)
+        report = await deliver_due(
+            store.outbox, sinks, owner="w1", now=row.next_attempt_at, retry=FAST
+        )
     finally:
         await close_sinks(sinks)
     assert report.delivered == 1
@@ -603,7 +605,7 @@ retries = 0
     assert set(body) == ALERT_FIELDS
     assert body == {name: printed[name] for name in ALERT_FIELDS}
     async with await Store.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
-        assert await store.undelivered() == []
+        assert await store.outbox.undelivered() == []
 
 
 def test_delivery_ids_are_stable() -> None:
@@ -631,22 +633,24 @@ async def test_a_lease_holds_a_row_until_it_runs_out_or_is_released(store: Store
     await record(store, [draft("c.sh")], ["webhook:other"])
     t0 = utcnow()
     minute = timedelta(minutes=1)
-    first = await store.claim_outbox("crashed", t0, limit=10, lease_for=minute)
+    first = await store.outbox.claim_outbox("crashed", t0, limit=10, lease_for=minute)
     # One row per sink: each sink's head.
     assert [(d.sink, d.alert.key) for d in first] == [
         ("webhook:ops", "a.sh"),
         ("webhook:other", "c.sh"),
     ]
     # Held, and holding back the rows behind it.
-    assert await store.claim_outbox("next", t0 + minute / 2, limit=10, lease_for=minute) == []
-    again = await store.claim_outbox("next", t0 + minute, limit=10, lease_for=minute)
+    assert (
+        await store.outbox.claim_outbox("next", t0 + minute / 2, limit=10, lease_for=minute) == []
+    )
+    again = await store.outbox.claim_outbox("next", t0 + minute, limit=10, lease_for=minute)
     assert [d.id for d in again] == [d.id for d in first]
-    assert await store.release_deliveries("someone-else") == 0
-    assert await store.release_deliveries() == 2
-    assert len(await store.claim_outbox("third", t0, limit=10, lease_for=minute)) == 2
-    assert await store.release_deliveries("third") == 2
+    assert await store.outbox.release_deliveries("someone-else") == 0
+    assert await store.outbox.release_deliveries() == 2
+    assert len(await store.outbox.claim_outbox("third", t0, limit=10, lease_for=minute)) == 2
+    assert await store.outbox.release_deliveries("third") == 2
     # A settled row is settled once: a second mark finds nothing to change.
-    assert await store.mark_delivered(first[0].id)
-    assert not await store.mark_delivered(first[0].id)
-    (head, _other) = await store.claim_outbox("fourth", t0, limit=10, lease_for=minute)
+    assert await store.outbox.mark_delivered(first[0].id)
+    assert not await store.outbox.mark_delivered(first[0].id)
+    (head, _other) = await store.outbox.claim_outbox("fourth", t0, limit=10, lease_for=minute)
     assert head.alert.key == "b.sh"

@@ -50,7 +50,7 @@ def signed(headers: Any, body: bytes) -> bool:
 
 async def read_outbox(database: str) -> tuple[list[Delivery], list[Alert]]:
     async with await Store.open(database) as store:
-        return await store.undelivered(), await store.alert_events(limit=None)
+        return await store.outbox.undelivered(), await store.reads.alert_events(limit=None)
 
 
 async def test_kill_9_with_undelivered_alerts_then_restart_delivers_all_once(

@@ -57,8 +57,8 @@ class Record:
 async def _read(folder: Path) -> Record:
     database = folder / "audit.db"
     async with await Store.open(f"sqlite:///{database}") as store:
-        changes = await store.changes(limit=None)
-        head, length = await store.chain_head()
+        changes = await store.reads.changes(limit=None)
+        head, length = await store.reads.chain_head()
     config = folder / "auditor.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{database}"\n', encoding="utf-8")
     return Record(folder, config, changes, head, length)

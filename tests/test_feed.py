@@ -104,7 +104,7 @@ async def test_the_feed_is_atom_with_one_entry_per_alert_newest_first(
     serve_app: Serve, store: Store
 ) -> None:
     served = await serve_app()
-    alerts = newest_by_time(await store.alert_events(limit=None))
+    alerts = newest_by_time(await store.reads.alert_events(limit=None))
     assert len(alerts) > 5
     assert len({a.kind for a in alerts}) >= 4
 
@@ -152,7 +152,11 @@ async def test_markup_and_control_characters_are_carried_as_text(
     serve_app: Serve, store: Store
 ) -> None:
     served = await serve_app()
-    odd = [a for a in await store.alert_events(limit=None, newest_first=True) if a.key == ODD_NAME]
+    odd = [
+        a
+        for a in await store.reads.alert_events(limit=None, newest_first=True)
+        if a.key == ODD_NAME
+    ]
     assert [a.kind for a in odd] == ["script.added"]
     status, body, _ = await served.get("/feed.atom", params={"limit": "1000"})
     assert status == 200
@@ -171,7 +175,7 @@ async def test_ids_are_stable_and_the_etag_answers_304(serve_app: Serve, store: 
     _, second, _ = await served.get("/feed.atom")
     assert first == second
     parsed = parse(first)
-    assert len(parsed.entries) == min(100, len(await store.alert_events(limit=None)))
+    assert len(parsed.entries) == min(100, len(await store.reads.alert_events(limit=None)))
     etag = response.headers["ETag"]
     status, body, _ = await served.get("/feed.atom", headers={"If-None-Match": etag})
     assert (status, body) == (304, b"")
@@ -185,14 +189,16 @@ async def test_ids_are_stable_and_the_etag_answers_304(serve_app: Serve, store: 
     _, fourth, _ = await named.get("/feed.atom", params={"limit": "3"})
     renamed = parse(fourth)
     assert renamed.feed.id == feed_id("audit.example")
-    newest = newest_by_time(await store.alert_events(limit=3, newest_first=True))
+    newest = newest_by_time(await store.reads.alert_events(limit=3, newest_first=True))
     assert [e.id for e in renamed.entries] == [entry_id("audit.example", a.id) for a in newest]
 
 
 async def test_target_and_limit(serve_app: Serve, store: Store) -> None:
     served = await serve_app()
     for target in ("pbx-hq", "pbx-branch", "pbx-none"):
-        expected = newest_by_time(await store.alert_events(target, limit=2, newest_first=True))
+        expected = newest_by_time(
+            await store.reads.alert_events(target, limit=2, newest_first=True)
+        )
         status, body, _ = await served.get("/feed.atom", params={"target": target, "limit": "2"})
         assert status == 200
         parsed = parse(body)
@@ -225,7 +231,7 @@ async def test_the_token_guards_the_feed_and_is_never_taken_from_the_query(
 async def test_alerts_api_cursor_walk_since(serve_app: Serve, store: Store) -> None:
     served = await serve_app(token=TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    every = await store.alert_events(limit=None)
+    every = await store.reads.alert_events(limit=None)
     cut = every[len(every) // 2].at
     expected = [a.as_json() for a in every if a.at >= cut]
     assert 2 < len(expected) < len(every)

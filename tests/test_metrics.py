@@ -1,4 +1,4 @@
-"""Store.fleet_health (on SQLite and PostgreSQL) and the Metrics registry."""
+"""ReadStore.fleet_health (on SQLite and PostgreSQL) and the Metrics registry."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ HOUR = timedelta(hours=1)
 
 
 async def add_runs(store: Store, name: str, statuses: list[RunStatus], finished: datetime) -> None:
-    target = await store.ensure_target(name, f"http://{name}.example")
+    target = await store.record.ensure_target(name, f"http://{name}.example")
     for status in statuses:
-        run = await store.begin_run(target, finished - timedelta(seconds=1))
+        run = await store.record.begin_run(target, finished - timedelta(seconds=1))
         if status != "running":
-            await store.commit_run(
+            await store.record.commit_run(
                 RunOutcome(
                     run_id=run,
                     target_id=target,
@@ -51,25 +51,25 @@ def around(value: float | None, expected: float) -> bool:
 async def test_fleet_health_counts_disconnected_by_the_threshold(store: Store) -> None:
     oldest = await fleet(store)
     expected_age = (utcnow() - oldest).total_seconds()
-    one = await store.fleet_health(1)
+    one = await store.reads.fleet_health(1)
     assert one.targets == 4
     assert one.disconnected == 3  # a, b and d each have a finished failure after their last ok
     assert around(one.oldest_complete_age_s, expected_age)
     # The running run of d does not count; a has two failures in a row.
-    assert (await store.fleet_health(2)).disconnected == 1
-    assert (await store.fleet_health(3)).disconnected == 0
+    assert (await store.reads.fleet_health(2)).disconnected == 1
+    assert (await store.reads.fleet_health(3)).disconnected == 0
 
 
 async def test_fleet_health_counts_a_never_complete_target_from_its_creation(
     store: Store,
 ) -> None:
     await fleet(store)
-    only_b = await store.fleet_health(1, names=["b"])
+    only_b = await store.reads.fleet_health(1, names=["b"])
     assert only_b.targets == 1
     assert only_b.disconnected == 1
     # b was created moments ago: its age is that of its record, not of its failed run.
     assert around(only_b.oldest_complete_age_s, 0)
-    only_c = await store.fleet_health(1, names={"c", "not-there"})
+    only_c = await store.reads.fleet_health(1, names={"c", "not-there"})
     assert only_c == FleetHealth(
         targets=1, oldest_complete_age_s=only_c.oldest_complete_age_s, disconnected=0
     )
@@ -77,20 +77,20 @@ async def test_fleet_health_counts_a_never_complete_target_from_its_creation(
 
 
 async def test_fleet_health_of_no_targets(store: Store) -> None:
-    assert await store.fleet_health(3) == FleetHealth(0, None, 0)
+    assert await store.reads.fleet_health(3) == FleetHealth(0, None, 0)
     await fleet(store)
-    assert await store.fleet_health(3, names=[]) == FleetHealth(0, None, 0)
+    assert await store.reads.fleet_health(3, names=[]) == FleetHealth(0, None, 0)
     with pytest.raises(ValueError, match="at least 1"):
-        await store.fleet_health(0)
+        await store.reads.fleet_health(0)
 
 
 async def test_update_fleet_sets_the_gauges(store: Store) -> None:
     metrics = Metrics()
-    empty = await metrics.update_fleet(store, disconnected_after=1)
+    empty = await metrics.update_fleet(store.reads, disconnected_after=1)
     assert empty.targets == 0
     assert math.isnan(gauge(metrics, "auditor_oldest_complete_run_age_seconds"))
     await fleet(store)
-    health = await metrics.update_fleet(store, disconnected_after=2)
+    health = await metrics.update_fleet(store.reads, disconnected_after=2)
     assert gauge(metrics, "auditor_targets") == health.targets == 4
     assert gauge(metrics, "auditor_targets_disconnected") == health.disconnected == 1
     assert gauge(metrics, "auditor_oldest_complete_run_age_seconds") == pytest.approx(

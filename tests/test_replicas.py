@@ -37,16 +37,16 @@ def placed(offsets: dict[str, float]) -> dict[str, datetime]:
 
 
 async def sync(store: Store, first: dict[str, datetime]) -> None:
-    await store.sync_targets(
+    await store.schedule.sync_targets(
         [(name, f"https://{name}.example.com") for name in first], lambda name: first[name]
     )
 
 
 async def due_names(store: Store, when: datetime, owner: str = "probe") -> list[str]:
     """Who could be claimed at ``when``, without keeping the claims."""
-    claims = await store.claim_due(owner, when, 1000, timedelta(seconds=1))
+    claims = await store.schedule.claim_due(owner, when, 1000, timedelta(seconds=1))
     for claim in claims:
-        await store.finish_claim(claim.id, owner, claim.due)
+        await store.schedule.finish_claim(claim.id, owner, claim.due)
     return [c.name for c in claims]
 
 
@@ -55,16 +55,16 @@ async def due_names(store: Store, when: datetime, owner: str = "probe") -> list[
 
 async def test_sync_places_new_targets_and_keeps_known_times(store: Store) -> None:
     await sync(store, placed({"a": 0, "b": 10}))
-    rows = {t.name: t for t in await store.targets()}
+    rows = {t.name: t for t in await store.reads.targets()}
     assert rows["a"].next_run_at == at(0)
     assert rows["b"].next_run_at == at(10)
     assert rows["a"].url == "https://a.example.com"
 
     # Known targets keep their time (a restart does not reschedule); the URL follows.
-    await store.sync_targets(
+    await store.schedule.sync_targets(
         [("a", "https://a2.example.com"), ("b", "https://b.example.com")], lambda _n: at(999)
     )
-    rows = {t.name: t for t in await store.targets()}
+    rows = {t.name: t for t in await store.reads.targets()}
     assert rows["a"].next_run_at == at(0)
     assert rows["a"].url == "https://a2.example.com"
     assert rows["b"].next_run_at == at(10)
@@ -74,7 +74,7 @@ async def test_targets_leaving_the_config_are_not_claimed_until_they_return(stor
     await sync(store, placed({"a": 0, "b": 0}))
     await sync(store, placed({"a": 0}))
     assert await due_names(store, at(60)) == ["a"]
-    assert {t.name for t in await store.targets()} == {"a", "b"}  # the record stays
+    assert {t.name for t in await store.reads.targets()} == {"a", "b"}  # the record stays
 
     # Back in the configuration: placed afresh, not due at its stale old time.
     await sync(store, placed({"a": 0, "b": 120}))
@@ -83,10 +83,10 @@ async def test_targets_leaving_the_config_are_not_claimed_until_they_return(stor
 
 
 async def test_a_target_only_audited_by_once_gets_a_time(store: Store) -> None:
-    await store.ensure_target("a", "https://a.example.com")
+    await store.record.ensure_target("a", "https://a.example.com")
     assert await due_names(store, at(3600)) == []
     await sync(store, placed({"a": 5}))
-    assert [t.next_run_at for t in await store.targets()] == [at(5)]
+    assert [t.next_run_at for t in await store.reads.targets()] == [at(5)]
 
 
 # -- claims and leases ----------------------------------------------------------------------
@@ -94,56 +94,56 @@ async def test_a_target_only_audited_by_once_gets_a_time(store: Store) -> None:
 
 async def test_claims_take_due_targets_soonest_first_up_to_the_limit(store: Store) -> None:
     await sync(store, placed({"late": 30, "first": 0, "second": 10, "future": 1000}))
-    claims = await store.claim_due("me", at(50), 2, LEASE)
+    claims = await store.schedule.claim_due("me", at(50), 2, LEASE)
     assert [(c.name, c.due, c.lease_until) for c in claims] == [
         ("first", at(0), at(50) + LEASE),
         ("second", at(10), at(50) + LEASE),
     ]
-    assert [c.name for c in await store.claim_due("me", at(50), 5, LEASE)] == ["late"]
+    assert [c.name for c in await store.schedule.claim_due("me", at(50), 5, LEASE)] == ["late"]
     # Leased ones are skipped, whoever asks, until the lease runs out.
-    assert await store.claim_due("other", at(60), 5, LEASE) == []
-    later = await store.claim_due("other", at(50) + LEASE + timedelta(seconds=1), 5, LEASE)
+    assert await store.schedule.claim_due("other", at(60), 5, LEASE) == []
+    later = await store.schedule.claim_due("other", at(50) + LEASE + timedelta(seconds=1), 5, LEASE)
     assert [c.name for c in later] == ["first", "second", "late"]
-    assert await store.claim_due("me", at(50), 0, LEASE) == []
+    assert await store.schedule.claim_due("me", at(50), 0, LEASE) == []
 
 
 async def test_finishing_a_claim_sets_the_next_time_only_while_the_lease_is_ours(
     store: Store,
 ) -> None:
     await sync(store, placed({"a": 0}))
-    (claim,) = await store.claim_due("me", at(1), 1, LEASE)
-    assert await store.finish_claim(claim.id, "someone-else", at(500)) is False
-    assert await store.finish_claim(claim.id, "me", at(100)) is True
-    (row,) = await store.targets()
+    (claim,) = await store.schedule.claim_due("me", at(1), 1, LEASE)
+    assert await store.schedule.finish_claim(claim.id, "someone-else", at(500)) is False
+    assert await store.schedule.finish_claim(claim.id, "me", at(100)) is True
+    (row,) = await store.reads.targets()
     assert (row.next_run_at, row.lease_owner, row.lease_until) == (at(100), None, None)
-    assert await store.finish_claim(claim.id, "me", at(200)) is False  # no longer held
+    assert await store.schedule.finish_claim(claim.id, "me", at(200)) is False  # no longer held
     assert await due_names(store, at(99)) == []
     assert await due_names(store, at(100)) == ["a"]
 
 
 async def test_renewing_keeps_only_our_leases(store: Store) -> None:
     await sync(store, placed({"a": 0, "b": 0, "c": 0}))
-    mine = await store.claim_due("me", at(1), 2, timedelta(seconds=10))
-    theirs = await store.claim_due("them", at(1), 5, timedelta(seconds=10))
+    mine = await store.schedule.claim_due("me", at(1), 2, timedelta(seconds=10))
+    theirs = await store.schedule.claim_due("them", at(1), 5, timedelta(seconds=10))
     ids = [c.id for c in mine + theirs]
-    assert await store.renew_leases("me", ids, at(300)) == {c.id for c in mine}
+    assert await store.schedule.renew_leases("me", ids, at(300)) == {c.id for c in mine}
     # Renewed: still held after the first lease would have run out; theirs is free again.
-    free = await store.claim_due("other", at(100), 5, LEASE)
+    free = await store.schedule.claim_due("other", at(100), 5, LEASE)
     assert [c.name for c in free] == [c.name for c in theirs]
-    assert await store.renew_leases("me", [], at(300)) == set()
+    assert await store.schedule.renew_leases("me", [], at(300)) == set()
 
 
 async def test_release_gives_back_our_leases_and_ends_our_unfinished_runs(store: Store) -> None:
     await sync(store, placed({"a": 0, "b": 0, "c": 0}))
-    mine = await store.claim_due("me", at(1), 2, LEASE)
-    (theirs,) = await store.claim_due("them", at(1), 5, LEASE)
-    run_mine = await store.begin_run(mine[0].id, at(2))
-    run_theirs = await store.begin_run(theirs.id, at(2))
-    assert await store.lease_owners() == ["me", "them"]
+    mine = await store.schedule.claim_due("me", at(1), 2, LEASE)
+    (theirs,) = await store.schedule.claim_due("them", at(1), 5, LEASE)
+    run_mine = await store.record.begin_run(mine[0].id, at(2))
+    run_theirs = await store.record.begin_run(theirs.id, at(2))
+    assert await store.schedule.lease_owners() == ["me", "them"]
 
-    assert await store.release_leases("me") == 2
-    assert await store.lease_owners() == ["them"]
-    ended, going = await store.run(run_mine), await store.run(run_theirs)
+    assert await store.schedule.release_leases("me") == 2
+    assert await store.schedule.lease_owners() == ["them"]
+    ended, going = await store.reads.run(run_mine), await store.reads.run(run_theirs)
     assert ended is not None
     assert going is not None
     assert ended.status == "failed"
@@ -156,11 +156,11 @@ async def test_release_gives_back_our_leases_and_ends_our_unfinished_runs(store:
 
 async def test_a_claim_ends_the_runs_a_dead_holder_left_running(store: Store) -> None:
     await sync(store, placed({"a": 0}))
-    (dead,) = await store.claim_due("dead", at(1), 1, timedelta(seconds=10))
-    left = await store.begin_run(dead.id, at(2))
-    (claim,) = await store.claim_due("me", at(20), 1, LEASE)
+    (dead,) = await store.schedule.claim_due("dead", at(1), 1, timedelta(seconds=10))
+    left = await store.record.begin_run(dead.id, at(2))
+    (claim,) = await store.schedule.claim_due("me", at(20), 1, LEASE)
     assert claim.interrupted_runs == 1
-    run = await store.run(left)
+    run = await store.reads.run(left)
     assert run is not None
     assert run.status == "failed"
     assert run.finished_at == at(20)
@@ -168,33 +168,33 @@ async def test_a_claim_ends_the_runs_a_dead_holder_left_running(store: Store) ->
 
 async def test_orphaned_runs_are_ended_only_where_no_lease_is_alive(store: Store) -> None:
     await sync(store, placed({"leased": 0, "expired": 0, "free": 0}))
-    (leased,) = await store.claim_due("alive", at(1), 1, LEASE)
-    (expired,) = await store.claim_due("dead", at(1), 1, timedelta(seconds=5))
-    free = next(t for t in await store.targets() if t.name == "free")
-    runs = [await store.begin_run(t, at(2)) for t in (leased.id, expired.id, free.id)]
-    done = await store.begin_run(free.id, at(2))
-    await store.commit_run(
+    (leased,) = await store.schedule.claim_due("alive", at(1), 1, LEASE)
+    (expired,) = await store.schedule.claim_due("dead", at(1), 1, timedelta(seconds=5))
+    free = next(t for t in await store.reads.targets() if t.name == "free")
+    runs = [await store.record.begin_run(t, at(2)) for t in (leased.id, expired.id, free.id)]
+    done = await store.record.begin_run(free.id, at(2))
+    await store.record.commit_run(
         RunOutcome(run_id=done, target_id=free.id, status="ok", finished_at=at(3))
     )
 
-    assert await store.interrupt_orphaned_runs(at(30)) == 2
+    assert await store.schedule.interrupt_orphaned_runs(at(30)) == 2
     statuses = []
     for run_id in runs:
-        run = await store.run(run_id)
+        run = await store.reads.run(run_id)
         assert run is not None
         statuses.append(run.status)
     assert statuses == ["running", "failed", "failed"]
-    ok = await store.run(done)
+    ok = await store.reads.run(done)
     assert ok is not None
     assert ok.status == "ok"
 
 
 async def test_next_due_is_the_soonest_active_time(store: Store) -> None:
-    assert await store.next_due() is None
+    assert await store.schedule.next_due() is None
     await sync(store, placed({"a": 40, "b": 20}))
-    assert await store.next_due() == at(20)
+    assert await store.schedule.next_due() == at(20)
     await sync(store, placed({"a": 40}))
-    assert await store.next_due() == at(40)
+    assert await store.schedule.next_due() == at(40)
 
 
 @pytest.mark.postgres
@@ -209,7 +209,10 @@ async def test_concurrent_claims_split_the_due_targets(pg_url: str) -> None:
         claimed: Counter[str] = Counter()
         for _round in range(4):
             batches = await asyncio.gather(
-                *(s.claim_due(f"replica-{i}", at(10), 9, LEASE) for i, s in enumerate(stores))
+                *(
+                    s.schedule.claim_due(f"replica-{i}", at(10), 9, LEASE)
+                    for i, s in enumerate(stores)
+                )
             )
             for batch in batches:
                 claimed.update(c.name for c in batch)
@@ -229,7 +232,7 @@ def listings(pbx: Pbx) -> int:
 
 async def runs_by_target(store: Store) -> dict[str, list[Run]]:
     grouped: dict[str, list[Run]] = defaultdict(list)
-    for run in await store.runs(limit=None):
+    for run in await store.reads.runs(limit=None):
         grouped[run.target].append(run)
     return grouped
 
@@ -312,15 +315,15 @@ async def test_three_replicas_audit_each_due_target_once_and_take_over_from_a_ki
         owner = victim["replica"]
 
         async def auditing() -> bool:
-            leased = {t.name for t in await store.targets() if t.lease_owner == owner}
-            running = await store.runs(limit=None, since=utcnow() - timedelta(minutes=1))
+            leased = {t.name for t in await store.reads.targets() if t.lease_owner == owner}
+            running = await store.reads.runs(limit=None, since=utcnow() - timedelta(minutes=1))
             return any(r.status == "running" and r.target in leased for r in running)
 
         await first.until(auditing, "an audit in flight under the first replica's lease")
         first.proc.send_signal(signal.SIGKILL)
         assert await first.exited() == -signal.SIGKILL
         killed = utcnow()
-        held = {t.name: t for t in await store.targets() if t.lease_owner == owner}
+        held = {t.name: t for t in await store.reads.targets() if t.lease_owner == owner}
         assert held
 
         async def taken_over() -> bool:
@@ -347,6 +350,6 @@ async def test_three_replicas_audit_each_due_target_once_and_take_over_from_a_ki
         assert left
         assert {r.target for r in left} <= set(held)
         assert all(r.status != "running" for runs in grouped.values() for r in runs)
-        assert all(t.lease_owner is None for t in await store.targets())
+        assert all(t.lease_owner is None for t in await store.reads.targets())
         # No replica raised an alert: every run was complete, nothing changed.
         assert [r.alerts for r in replicas] == [[], [], []]

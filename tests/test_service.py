@@ -55,7 +55,7 @@ def targets(base: str, *numbers: int) -> list[tuple[str, str]]:
 
 async def runs_by_target(database: str) -> dict[str, list[Run]]:
     async with await Store.open(database) as store:
-        found = await store.runs(limit=None)
+        found = await store.reads.runs(limit=None)
     grouped: dict[str, list[Run]] = defaultdict(list)
     for run in found:
         grouped[run.target].append(run)
@@ -326,7 +326,7 @@ async def test_sigterm_mid_audit_drains_then_cancels_and_a_restart_raises_no_fal
     assert last.error is not None
     assert "cancelled" in last.error
     async with await Store.open(database) as store:
-        assert all(t.lease_owner is None for t in await store.targets())
+        assert all(t.lease_owner is None for t in await store.reads.targets())
 
     # A restart audits both again; the cancelled run was not diffed, so nothing is reported
     # missing: no alert at all, before or after.
@@ -337,8 +337,8 @@ async def test_sigterm_mid_audit_drains_then_cancels_and_a_restart_raises_no_fal
     assert daemon.alerts == []
     assert again.alerts == []
     async with await Store.open(database) as store:
-        assert await store.alert_events(limit=None) == []
-        history = await store.changes(limit=None)
+        assert await store.reads.alert_events(limit=None) == []
+        history = await store.reads.changes(limit=None)
     assert {c.kind for c in history} == {"added"}  # the two baselines, nothing since
     assert len(history) == 2 * (5 + 1)
 
@@ -444,8 +444,8 @@ async def test_after_a_crash_the_next_start_takes_the_dead_lease_back_at_once(
     await daemon.until(lambda: hang.fired == 1, "an audit in flight")
     assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
     async with await Store.open(database) as store:
-        (dead,) = await store.targets()
-        (left,) = [r for r in await store.runs(limit=None) if r.status == "running"]
+        (dead,) = await store.reads.targets()
+        (left,) = [r for r in await store.reads.runs(limit=None) if r.status == "running"]
     assert dead.lease_until is not None
 
     again = await spawn_daemon(config)
@@ -454,9 +454,9 @@ async def test_after_a_crash_the_next_start_takes_the_dead_lease_back_at_once(
     (recovered,) = again.events("service.recovered")
     assert recovered["leases_released"] == 1
     async with await Store.open(database) as store:
-        ended = await store.run(left.id)
-        runs = await store.runs(limit=None)
-        assert await store.alert_events(limit=None) == []
+        ended = await store.reads.run(left.id)
+        runs = await store.reads.runs(limit=None)
+        assert await store.reads.alert_events(limit=None) == []
     assert ended is not None
     assert ended.status == "failed"
     assert ended.error is not None

@@ -259,7 +259,7 @@ async def test_metrics_move_with_observed_runs(served: Served) -> None:
     for result in results:
         served.metrics.observe_run(result, 0.5)
     health = await served.metrics.update_fleet(
-        served.recorded.store,
+        served.recorded.store.reads,
         disconnected_after=served.recorded.settings.alerts.disconnected_after,
     )
     served.metrics.set_outbox(dead=2, pending=5)
@@ -314,9 +314,9 @@ async def test_metrics_pass_promtool(served: Served) -> None:
 async def test_items_are_the_cli_json_shapes(served: Served) -> None:
     store = served.recorded.store
     expected: dict[str, list[Any]] = {
-        "runs": [r.as_json() for r in await store.runs(limit=None)],
-        "changes": [c.as_json() for c in await store.changes(limit=None)],
-        "alerts": [a.as_json() for a in await store.alert_events(limit=None)],
+        "runs": [r.as_json() for r in await store.reads.runs(limit=None)],
+        "changes": [c.as_json() for c in await store.reads.changes(limit=None)],
+        "alerts": [a.as_json() for a in await store.reads.alert_events(limit=None)],
     }
     keys = {"runs": RUN_KEYS, "changes": CHANGE_KEYS, "alerts": ALERT_KEYS}
     for kind, wanted in expected.items():
@@ -330,7 +330,7 @@ async def test_items_are_the_cli_json_shapes(served: Served) -> None:
 
 
 async def test_targets(served: Served) -> None:
-    rows = await served.recorded.store.targets()
+    rows = await served.recorded.store.reads.targets()
     status, body, _ = await served.get("/api/v1/targets")
     assert status == 200
     assert [t["name"] for t in body["items"]] == sorted(r.name for r in rows)
@@ -346,9 +346,9 @@ async def test_targets(served: Served) -> None:
 
 async def test_a_target_that_left_the_configuration_is_listed_inactive(served: Served) -> None:
     store = served.recorded.store
-    rows = await store.targets()
+    rows = await store.reads.targets()
     kept = rows[0]
-    await store.sync_targets([(kept.name, kept.url)], lambda _name: utcnow())
+    await store.schedule.sync_targets([(kept.name, kept.url)], lambda _name: utcnow())
     _status, body, _ = await served.get("/api/v1/targets")
     assert {t["name"]: t["active"] for t in body["items"]} == {
         r.name: r.name == kept.name for r in rows
@@ -366,7 +366,7 @@ async def test_target_filter(served: Served) -> None:
 
 
 async def test_since_until_filter_runs(served: Served) -> None:
-    runs = await served.recorded.store.runs(limit=None)
+    runs = await served.recorded.store.reads.runs(limit=None)
     middle = runs[len(runs) // 2].started_at
     later = runs[-2].started_at
     status, body, _ = await served.get(
@@ -388,8 +388,8 @@ async def test_since_until_filter_runs(served: Served) -> None:
 
 async def test_since_filters_changes_and_alerts_by_their_time(served: Served) -> None:
     store = served.recorded.store
-    changes = await store.changes(limit=None)
-    alerts = await store.alert_events(limit=None)
+    changes = await store.reads.changes(limit=None)
+    alerts = await store.reads.alert_events(limit=None)
     # The API reads times to the millisecond (as written by iso()): compare with that cut.
     cut = datetime.fromisoformat(iso(changes[-1].at).replace("Z", "+00:00"))
     _status, body, _ = await served.get("/api/v1/changes", params={"since": iso(cut)})
@@ -402,13 +402,13 @@ async def test_since_filters_changes_and_alerts_by_their_time(served: Served) ->
 async def test_cursor_walk_visits_every_item_once(served: Served, kind: str) -> None:
     store = served.recorded.store
     if kind == "targets":
-        everything: list[Any] = [t.name for t in await store.targets()]
+        everything: list[Any] = [t.name for t in await store.reads.targets()]
         position = "name"
     else:
         readers: dict[str, Callable[..., Awaitable[Sequence[Any]]]] = {
-            "runs": store.runs,
-            "changes": store.changes,
-            "alerts": store.alert_events,
+            "runs": store.reads.runs,
+            "changes": store.reads.changes,
+            "alerts": store.reads.alert_events,
         }
         read = readers[kind]
         everything = [item.id for item in await read(limit=None)]
@@ -431,7 +431,7 @@ async def test_cursor_walk_visits_every_item_once(served: Served, kind: str) -> 
 
 
 async def test_cursor_keeps_the_filters_it_is_sent_with(served: Served) -> None:
-    runs = await served.recorded.store.runs("pbx-hq", limit=None)
+    runs = await served.recorded.store.reads.runs("pbx-hq", limit=None)
     status, body, _ = await served.get("/api/v1/runs", params={"target": "pbx-hq", "limit": "2"})
     assert status == 200
     params = {"target": "pbx-hq", "limit": "100", "cursor": body["next"]}

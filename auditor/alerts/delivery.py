@@ -16,6 +16,9 @@ in order), hands each to its sink, and records the outcome in the database:
 
 :func:`resend_firing` enqueues the periodic re-sends of firing alerts to Alertmanager.
 :func:`delivery_tick` is what the daemon runs on every tick: both, then the outbox counts.
+
+The database is reached only through the store's outbox part
+(:class:`~auditor.store.OutboxStore`): this module records no run and reads no history.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from auditor.alerts.sinks import AlertmanagerSink, Sink, build_sinks, close_sink
 from auditor.config import AlertsSettings
 from auditor.errors import DeliveryError
 from auditor.model import Alert, iso, utcnow
-from auditor.store import Delivery, Store
+from auditor.store import Delivery, OutboxStore
 
 log = structlog.get_logger("auditor.delivery")
 
@@ -98,7 +101,7 @@ def delivery_id(delivery: Delivery) -> str:
 
 
 async def deliver_due(
-    store: Store,
+    outbox: OutboxStore,
     sinks: Mapping[str, Sink],
     *,
     owner: str,
@@ -128,7 +131,7 @@ async def deliver_due(
     resting: set[str] = set()
     while report.attempted < batch and (stop_at is None or time.monotonic() < stop_at):
         ready = [name for name in sinks if name not in resting]
-        claimed = await store.claim_outbox(
+        claimed = await outbox.claim_outbox(
             owner,
             now or utcnow(),
             limit=min(len(ready), batch - report.attempted),
@@ -139,7 +142,7 @@ async def deliver_due(
             break
         outcomes = await asyncio.gather(
             *(
-                _deliver_one(store, sinks[d.sink], d, owner=owner, now=now, retry=retry)
+                _deliver_one(outbox, sinks[d.sink], d, owner=owner, now=now, retry=retry)
                 for d in claimed
             )
         )
@@ -160,7 +163,7 @@ Outcome = Literal["delivered", "retrying", "dead", "disabled"]
 
 
 async def _deliver_one(
-    store: Store,
+    outbox: OutboxStore,
     sink: Sink,
     delivery: Delivery,
     *,
@@ -176,32 +179,32 @@ async def _deliver_one(
     except DeliveryError as exc:
         error = str(exc)
         if exc.disable:
-            await store.mark_dead(delivery.id, error, owner=owner)
-            others = await store.kill_sink(
+            await outbox.mark_dead(delivery.id, error, owner=owner)
+            others = await outbox.kill_sink(
                 delivery.sink, f"not sent: {delivery.sink} is disabled (HTTP 410 Gone)"
             )
             bound.error("delivery.sink_disabled", error=error, also_dead=others)
             return "disabled"
         if exc.permanent:
-            await store.mark_dead(delivery.id, error, owner=owner)
+            await outbox.mark_dead(delivery.id, error, owner=owner)
             bound.error("delivery.dead", error=error, attempts=attempt)
             return "dead"
-        await _retry_later(store, delivery, error, exc.retry_after, owner, now, retry)
+        await _retry_later(outbox, delivery, error, exc.retry_after, owner, now, retry)
         return "retrying"
     except Exception as exc:
         # A fault in one sink must not stop the deliveries to the others; the row is
         # retried like any failure. Only the type is kept: a message could hold a URL.
         error = f"{delivery.sink}: unexpected {type(exc).__name__}"
         bound.error("delivery.sink_fault", error=error)
-        await _retry_later(store, delivery, error, None, owner, now, retry)
+        await _retry_later(outbox, delivery, error, None, owner, now, retry)
         return "retrying"
-    await store.mark_delivered(delivery.id)
+    await outbox.mark_delivered(delivery.id)
     bound.info("delivery.ok", attempts=attempt)
     return "delivered"
 
 
 async def _retry_later(
-    store: Store,
+    outbox: OutboxStore,
     delivery: Delivery,
     error: str,
     retry_after: float | None,
@@ -213,7 +216,7 @@ async def _retry_later(
     # Counted from the failure, not from the claim: a slow failure (a timeout) must not
     # eat the pause that follows it.
     next_at = (now or utcnow()) + retry.delay(attempt, retry_after)
-    await store.mark_failed(delivery.id, error, next_at, owner=owner)
+    await outbox.mark_failed(delivery.id, error, next_at, owner=owner)
     log.warning(
         "delivery.retry",
         sink=delivery.sink,
@@ -225,7 +228,7 @@ async def _retry_later(
 
 
 async def resend_firing(
-    store: Store, sinks: Mapping[str, Sink], *, now: datetime | None = None
+    outbox: OutboxStore, sinks: Mapping[str, Sink], *, now: datetime | None = None
 ) -> int:
     """Enqueue, for every Alertmanager sink, the alerts that still fire and were last sent
     to it ``resend_every`` ago or more (or never: a sink added to the configuration learns
@@ -244,14 +247,14 @@ async def resend_firing(
         def accept(alert: Alert, rule: SinkFilter = sink.filter) -> bool:
             return rule.matches(alert.target, alert.kind, alert.severity)
 
-        total += await store.enqueue_resends(
+        total += await outbox.enqueue_resends(
             name, now=moment, not_since=moment - sink.resend_every, accept=accept
         )
     return total
 
 
 async def delivery_tick(
-    store: Store,
+    outbox: OutboxStore,
     sinks: Mapping[str, Sink],
     *,
     owner: str,
@@ -260,23 +263,23 @@ async def delivery_tick(
     time_budget: float | None = None,
 ) -> DeliveryReport:
     """One round of the daemon: re-sends of firing alerts, the due deliveries, the counts."""
-    resent = await resend_firing(store, sinks)
+    resent = await resend_firing(outbox, sinks)
     report = await deliver_due(
-        store, sinks, owner=owner, retry=retry, batch=batch, time_budget=time_budget
+        outbox, sinks, owner=owner, retry=retry, batch=batch, time_budget=time_budget
     )
     report.resent = resent
-    report.pending, report.dead_total = await store.outbox_counts()
+    report.pending, report.dead_total = await outbox.outbox_counts()
     return report
 
 
 async def deliver_once(
-    store: Store, settings: AlertsSettings, *, owner: str, time_budget: float | None = None
+    outbox: OutboxStore, settings: AlertsSettings, *, owner: str, time_budget: float | None = None
 ) -> DeliveryReport:
     """One delivery round with the configured sinks, opened and closed here (``once``)."""
     sinks = build_sinks(settings)
     try:
         return await delivery_tick(
-            store, sinks, owner=owner, retry=RetryPolicy.of(settings), time_budget=time_budget
+            outbox, sinks, owner=owner, retry=RetryPolicy.of(settings), time_budget=time_budget
         )
     finally:
         await close_sinks(sinks)

@@ -64,7 +64,7 @@ async def audit_targets(
     store = await open_store(loaded)
     try:
         if not progress:
-            results = await audit_many(settings, store, targets, on_alert=on_alert)
+            results = await audit_many(settings, store.record, targets, on_alert=on_alert)
         else:
             from rich.progress import Progress
 
@@ -72,7 +72,7 @@ async def audit_targets(
                 task = bar.add_task("auditing", total=len(targets))
                 results = await audit_many(
                     settings,
-                    store,
+                    store.record,
                     targets,
                     on_alert=on_alert,
                     on_done=lambda _result: bar.advance(task),
@@ -80,7 +80,7 @@ async def audit_targets(
         if on_delivery is not None:
             on_delivery(
                 await deliver_once(
-                    store,
+                    store.outbox,
                     settings.alerts,
                     owner=deliverer_name("once"),
                     time_budget=ONCE_DELIVERY_BUDGET_S,

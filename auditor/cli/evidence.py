@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    result = read(args, lambda store: store.verify())
+    result = read(args, lambda store: store.reads.verify())
     if result.ok:
         print(f"verify: intact: {result.length} change records, chain head {result.head}")
         return EXIT_OK
@@ -62,7 +62,7 @@ async def _each_change(
     # export consistent with that head while audits go on appending.
     after_id: int | None = None
     while True:
-        batch = await store.changes(
+        batch = await store.reads.changes(
             **filters, limit=EXPORT_BATCH, after_id=after_id, before_id=length + 1
         )
         for record in batch:
@@ -75,7 +75,7 @@ async def _each_change(
 async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[str, int, int]:
     from auditor.report import HtmlReport
 
-    head, length = await store.chain_head()
+    head, length = await store.reads.chain_head()
     filters = {"target": args.target, "since": args.since, "until": args.until}
     if args.format == "html":
         with HtmlReport(

@@ -59,7 +59,7 @@ def _short(moment: datetime | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    found = read(args, lambda store: store.runs(**_filters(args), newest_first=True))
+    found = read(args, lambda store: store.reads.runs(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
         print_json([r.as_json() for r in found])
@@ -81,7 +81,7 @@ def _fields_text(fields: Sequence[FieldChange]) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    found = read(args, lambda store: store.changes(**_filters(args), newest_first=True))
+    found = read(args, lambda store: store.reads.changes(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
         print_json([c.as_json() for c in found])
@@ -97,7 +97,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_undelivered(args: argparse.Namespace) -> int:
-    found = read(args, lambda store: store.undelivered())
+    found = read(args, lambda store: store.outbox.undelivered())
     found = [d for d in found if args.target is None or d.alert.target == args.target]
     if args.limit:
         found = found[-args.limit :]
@@ -126,7 +126,7 @@ def cmd_undelivered(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     if args.undelivered:
         return cmd_undelivered(args)
-    found = read(args, lambda store: store.alert_events(**_filters(args), newest_first=True))
+    found = read(args, lambda store: store.reads.alert_events(**_filters(args), newest_first=True))
     found.reverse()
     if args.json:
         print_json([a.as_json() for a in found])
@@ -144,7 +144,7 @@ async def _snapshot_of(
     if run_id is None:
         if target is None:
             raise QueryError("show: give --target NAME or --run ID")
-        rows = [t for t in await store.targets() if t.name == target]
+        rows = [t for t in await store.reads.targets() if t.name == target]
         if not rows or rows[0].last_complete_run_id is None:
             raise QueryError(f"show: {target} has no complete run yet")
         run_id = rows[0].last_complete_run_id
@@ -154,7 +154,7 @@ async def _snapshot_of(
 async def _complete_snapshot(store: Store, run_id: int, command: str) -> Snapshot:
     # A run id that does not exist or names a failed run is the user's mistake (exit 2),
     # not a database failure (exit 1), which is what the store's error would say.
-    run = await store.run(run_id)
+    run = await store.reads.run(run_id)
     if run is None:
         raise QueryError(f"{command}: there is no run {run_id}")
     if run.status != "ok":
@@ -162,7 +162,7 @@ async def _complete_snapshot(store: Store, run_id: int, command: str) -> Snapsho
             f"{command}: run {run_id} of {run.target} is {run.status}, not complete: "
             "it has no snapshot"
         )
-    return await store.snapshot_at(run_id)
+    return await store.reads.snapshot_at(run_id)
 
 
 def _snapshot_json(run_id: int, snapshot: Snapshot) -> dict[str, Any]:

@@ -1,6 +1,14 @@
-"""The audit record: SQLAlchemy tables, migrations and the :class:`Store` repository."""
+"""The audit record: SQLAlchemy tables, migrations and the :class:`Store` with its parts.
+
+``Store.open(url)`` returns the store; its parts are ``store.record`` (:class:`RecordStore`),
+``store.schedule`` (:class:`ScheduleStore`), ``store.outbox`` (:class:`OutboxStore`) and
+``store.reads`` (:class:`ReadStore`). Only re-exports: nothing here runs a query.
+"""
 
 from auditor.store.engine import display_url, driver_url
+from auditor.store.outbox import OutboxStore
+from auditor.store.reads import ReadStore
+from auditor.store.record import RecordStore
 from auditor.store.records import (
     AlertDraft,
     AlertState,
@@ -15,6 +23,7 @@ from auditor.store.records import (
     change_hash,
 )
 from auditor.store.repository import Store
+from auditor.store.schedule import ScheduleStore
 from auditor.store.schema import GENESIS_HASH, metadata
 
 __all__ = [
@@ -25,8 +34,12 @@ __all__ = [
     "ClaimedTarget",
     "Delivery",
     "FleetHealth",
+    "OutboxStore",
+    "ReadStore",
+    "RecordStore",
     "RunOutcome",
     "RunStart",
+    "ScheduleStore",
     "Store",
     "TargetRow",
     "VerifyResult",

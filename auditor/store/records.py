@@ -1,4 +1,7 @@
-"""What goes into and comes out of the store, beside the shared values of :mod:`auditor.model`."""
+"""What goes into and comes out of the store, beside the shared values of :mod:`auditor.model`.
+
+Values and pure functions: this module does no I/O and knows no table.
+"""
 
 from __future__ import annotations
 
@@ -212,6 +215,11 @@ def change_hash(
         "at": iso(at),
     }
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()
+
+
+def field_changes(raw: Any) -> tuple[FieldChange, ...]:
+    """The field-level diff of a change or an alert as read back from its JSON column."""
+    return tuple(FieldChange(f["field"], f.get("old"), f.get("new")) for f in raw or ())
 
 
 @dataclass(frozen=True, slots=True)

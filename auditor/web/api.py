@@ -55,7 +55,7 @@ async def api_targets(request: web.Request) -> web.Response:
     after = decode_cursor("targets", query["cursor"]) if "cursor" in query else None
     # A fleet is thousands of rows at most: read them all and page here, in Python's order
     # of names (a database collation may order "pbx-a" and "pbxa" differently).
-    rows = sorted(await request.app[STORE_KEY].targets(), key=lambda r: r.name)
+    rows = sorted(await request.app[STORE_KEY].reads.targets(), key=lambda r: r.name)
     wanted = query.get("target")
     items = [
         _target_json(r)
@@ -67,7 +67,7 @@ async def api_targets(request: web.Request) -> web.Response:
 
 async def api_runs(request: web.Request) -> web.Response:
     w = read_window(request, "runs")
-    found = await request.app[STORE_KEY].runs(
+    found = await request.app[STORE_KEY].reads.runs(
         w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
     )
     return json_response(
@@ -77,7 +77,7 @@ async def api_runs(request: web.Request) -> web.Response:
 
 async def api_changes(request: web.Request) -> web.Response:
     w = read_window(request, "changes")
-    found = await request.app[STORE_KEY].changes(
+    found = await request.app[STORE_KEY].reads.changes(
         w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
     )
     return json_response(
@@ -87,7 +87,7 @@ async def api_changes(request: web.Request) -> web.Response:
 
 async def api_alerts(request: web.Request) -> web.Response:
     w = read_window(request, "alerts")
-    found = await request.app[STORE_KEY].alert_events(
+    found = await request.app[STORE_KEY].reads.alert_events(
         w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
     )
     return json_response(

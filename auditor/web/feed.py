@@ -142,7 +142,7 @@ def render_feed(alerts: Sequence[Alert], *, instance: str, self_url: str) -> byt
 async def atom_feed(request: web.Request) -> web.StreamResponse:
     query = request.rel_url.query
     check_known(query, _FEED_PARAMS, request.path)
-    found = await request.app[STORE_KEY].alert_events(
+    found = await request.app[STORE_KEY].reads.alert_events(
         query.get("target"), limit=parse_limit(query.get("limit")), newest_first=True
     )
     # The newest recorded, shown newest by time: targets audited side by side can record

@@ -1,0 +1,342 @@
+"""The read side: what the CLI, the JSON API, the feed, the export and the metrics read.
+
+Targets, runs, alert events and the history, each in id order with the same window
+(``target``, ``since``/``until``, ``after_id``/``before_id``, ``limit``, ``newest_first``);
+the snapshot at any complete run, rebuilt from the versions (:mod:`auditor.store.history`);
+the chain's head and its verification; the fleet's health for the gauges.
+
+This part never writes, and nothing in it takes a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select
+
+from auditor.errors import StoreError
+from auditor.model import Alert, AlertStatus, ChangeKind, Run, RunStatus, Severity, Snapshot, utcnow
+from auditor.store.database import Part
+from auditor.store.history import read_items, walk
+from auditor.store.records import ChangeRecord, FleetHealth, TargetRow, VerifyResult, field_changes
+from auditor.store.schema import alert_events, chain, changes, runs, targets, versions
+
+VERIFY_BATCH = 1000
+
+
+class ReadStore(Part):
+    """The read side of the record, for the CLI, the API and the metrics."""
+
+    # -- targets and runs -----------------------------------------------------------------
+
+    async def targets(self) -> list[TargetRow]:
+        with self._errors("cannot read targets"):
+            async with self._read() as conn:
+                rows = (await conn.execute(select(targets).order_by(targets.c.name))).all()
+        return [
+            TargetRow(
+                id=r.id,
+                name=r.name,
+                url=r.url,
+                next_run_at=r.next_run_at,
+                lease_owner=r.lease_owner,
+                lease_until=r.lease_until,
+                last_complete_run_id=r.last_complete_run_id,
+                created_at=r.created_at,
+                active=r.active,
+            )
+            for r in rows
+        ]
+
+    async def run(self, run_id: int) -> Run | None:
+        stmt = (
+            select(runs, targets.c.name.label("target"))
+            .join(targets, targets.c.id == runs.c.target_id)
+            .where(runs.c.id == run_id)
+        )
+        with self._errors(f"cannot read run {run_id}"):
+            async with self._read() as conn:
+                row = (await conn.execute(stmt)).one_or_none()
+        return None if row is None else _run(row)
+
+    async def runs(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Run]:
+        """Runs in id order (``newest_first`` reverses it); ``since`` <= started_at < ``until``."""
+        stmt = select(runs, targets.c.name.label("target")).join(
+            targets, targets.c.id == runs.c.target_id
+        )
+        stmt = _window(
+            stmt,
+            runs.c.id,
+            runs.c.started_at,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+        )
+        with self._errors("cannot read runs"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return [_run(r) for r in rows]
+
+    # -- contents -------------------------------------------------------------------------
+
+    async def snapshot_at(self, run_id: int) -> Snapshot:
+        """The items present at complete run ``run_id``; StoreError for any other run."""
+        with self._errors(f"cannot read the snapshot of run {run_id}"):
+            async with self._read() as conn:
+                row = (
+                    await conn.execute(
+                        select(runs.c.target_id, runs.c.status, targets.c.name)
+                        .join(targets, targets.c.id == runs.c.target_id)
+                        .where(runs.c.id == run_id)
+                    )
+                ).one_or_none()
+                if row is None:
+                    raise StoreError(f"database {self.url_for_display}: no run {run_id}")
+                if row.status != "ok":
+                    raise StoreError(
+                        f"run {run_id} of {row.name} is {row.status}, not complete: "
+                        "it has no snapshot"
+                    )
+                present = and_(
+                    versions.c.first_run_id <= run_id,
+                    or_(versions.c.last_run_id.is_(None), versions.c.last_run_id >= run_id),
+                )
+                items = await read_items(conn, present, row.target_id)
+        return Snapshot.of(row.name, items)
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    async def alert_events(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Alert]:
+        """Alert events in id order (``newest_first`` reverses it); ``since`` <= at < ``until``."""
+        stmt = select(alert_events, targets.c.name.label("target")).join(
+            targets, targets.c.id == alert_events.c.target_id
+        )
+        stmt = _window(
+            stmt,
+            alert_events.c.id,
+            alert_events.c.at,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+        )
+        with self._errors("cannot read alerts"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return [
+            Alert(
+                id=r.id,
+                fingerprint=r.fingerprint,
+                kind=r.kind,
+                severity=cast(Severity, r.severity),
+                status=cast(AlertStatus, r.status),
+                target=r.target,
+                collection=r.collection,
+                key=r.key,
+                run_id=r.run_id,
+                at=r.at,
+                message=r.message,
+                fields=field_changes(r.fields),
+            )
+            for r in rows
+        ]
+
+    # -- history --------------------------------------------------------------------------
+
+    async def changes(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+        run_id: int | None = None,
+    ) -> list[ChangeRecord]:
+        """Recorded changes in chain order (``newest_first`` reverses it)."""
+        stmt = select(changes, targets.c.name.label("target")).join(
+            targets, targets.c.id == changes.c.target_id
+        )
+        if run_id is not None:
+            stmt = stmt.where(changes.c.run_id == run_id)
+        stmt = _window(
+            stmt,
+            changes.c.id,
+            changes.c.at,
+            target=target,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+        )
+        with self._errors("cannot read the history"):
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+        return [
+            ChangeRecord(
+                id=r.id,
+                run_id=r.run_id,
+                target=r.target,
+                collection=r.collection,
+                key=r.key,
+                kind=cast(ChangeKind, r.kind),
+                before=r.before,
+                after=r.after,
+                fields=field_changes(r.fields),
+                at=r.at,
+                hash=r.hash,
+                prev_hash=r.prev_hash,
+            )
+            for r in rows
+        ]
+
+    async def chain_head(self) -> tuple[str, int]:
+        """The hash of the newest change (64 zeros when there is none) and the chain length."""
+        with self._errors("cannot read the chain head"):
+            async with self._read() as conn:
+                row = (
+                    await conn.execute(select(chain.c.head, chain.c.length).where(chain.c.id == 1))
+                ).one_or_none()
+        if row is None:
+            raise StoreError(f"database {self.url_for_display}: the history chain has no head row")
+        return row.head, row.length
+
+    async def verify(self, *, batch: int = VERIFY_BATCH) -> VerifyResult:
+        """Walk the whole chain (``batch`` records at a time) and recompute every link."""
+        with self._errors("cannot verify the history"):
+            self._check_open()
+            async with self._db.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    # One snapshot for the whole walk, so that appends made meanwhile by
+                    # other writers cannot look like records missing from the head.
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                return await walk(conn, batch)
+
+    # -- fleet health (for /metrics) ------------------------------------------------------
+    # Kept apart at the end of the class: read-only, used by the daemon's gauges.
+
+    async def fleet_health(
+        self, disconnected_after: int, *, names: Collection[str] | None = None
+    ) -> FleetHealth:
+        """Targets, the age of the oldest last-complete run, and how many are disconnected.
+
+        ``names`` limits the figures to those targets (the configured ones: targets that
+        left the configuration keep their record but should not age the gauge forever).
+        One query, whatever the size of the fleet: per target it reads its last complete
+        run by primary key and at most ``disconnected_after`` of the runs after it.
+        """
+        if disconnected_after < 1:
+            raise ValueError("disconnected_after must be at least 1")
+        last = runs.alias("last_complete")
+        tail = runs.alias("tail")
+        # The runs after the last complete one can only have failed (or be running), so
+        # the target is disconnected exactly when the n-th finished one of them exists.
+        nth_failure = (
+            select(tail.c.id)
+            .where(
+                tail.c.target_id == targets.c.id,
+                tail.c.id > func.coalesce(targets.c.last_complete_run_id, 0),
+                tail.c.status != "running",
+            )
+            .order_by(tail.c.id)
+            .limit(1)
+            .offset(disconnected_after - 1)
+            .correlate(targets)
+            .scalar_subquery()
+        )
+        per_target = select(
+            func.coalesce(last.c.finished_at, targets.c.created_at).label("complete_at"),
+            nth_failure.label("nth_failure"),
+        ).select_from(targets.outerjoin(last, last.c.id == targets.c.last_complete_run_id))
+        if names is not None:
+            per_target = per_target.where(targets.c.name.in_(list(names)))
+        fleet = per_target.subquery()
+        stmt = select(
+            func.count(),
+            func.min(fleet.c.complete_at),
+            func.count(fleet.c.nth_failure),
+        ).select_from(fleet)
+        with self._errors("cannot read the fleet's health"):
+            async with self._read() as conn:
+                count, oldest, disconnected = (await conn.execute(stmt)).one()
+        age: float | None = None
+        if count:
+            age = max(0.0, (utcnow() - oldest).total_seconds())
+        return FleetHealth(
+            targets=int(count), oldest_complete_age_s=age, disconnected=int(disconnected)
+        )
+
+
+def _window(
+    stmt: Select[Any],
+    id_column: ColumnElement[int],
+    time_column: ColumnElement[datetime],
+    *,
+    target: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int | None,
+    after_id: int | None,
+    before_id: int | None,
+    newest_first: bool,
+) -> Select[Any]:
+    if target is not None:
+        stmt = stmt.where(targets.c.name == target)
+    if since is not None:
+        stmt = stmt.where(time_column >= since)
+    if until is not None:
+        stmt = stmt.where(time_column < until)
+    if after_id is not None:
+        stmt = stmt.where(id_column > after_id)
+    if before_id is not None:
+        stmt = stmt.where(id_column < before_id)
+    stmt = stmt.order_by(id_column.desc() if newest_first else id_column.asc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt
+
+
+def _run(r: Row[Any]) -> Run:
+    return Run(
+        id=r.id,
+        target=r.target,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        status=cast(RunStatus, r.status),
+        items=r.items,
+        pages=r.pages,
+        error=r.error,
+    )
