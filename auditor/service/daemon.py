@@ -9,14 +9,7 @@ Several processes on one PostgreSQL share the fleet this way: a target is claime
 them (``FOR UPDATE SKIP LOCKED``), and the targets of one that dies are claimed by the
 others once its leases expire. SQLite serves one process: a second ``run`` is refused.
 
-Next time of a target, computed when its audit ends (``due`` = the time it was due):
-
-* ``every``: ``due + every``, or the first ``due + k*every`` still ahead when audits were
-  missed (a stall, a long audit, the daemon stopped): they are coalesced into the run just
-  made, and ``schedule.missed`` says how many intervals were skipped. The target keeps its
-  place in the interval, so ``jitter`` is drawn once, when a target is first scheduled.
-* ``cron``: the next fire time after ``due`` (missed ones counted likewise), plus a jitter
-  drawn anew each time (cron times do not drift).
+The next time of a target is computed by :mod:`.schedule`.
 
 Alerts: each audit enqueues its alert events for the sinks whose filters match
 (``[[alerts.webhook]]`` & co.) in the transaction that records the run, and prints them
@@ -27,7 +20,10 @@ Signals: SIGHUP reloads the configuration (refused, with every problem logged, w
 invalid); SIGTERM or SIGINT drain: no new claims, audits in flight get ``audit.shutdown_grace``
 to finish, the rest are cancelled (and recorded as failed), leases are given back; a second
 SIGTERM or SIGINT cancels at once. systemd is told ``READY=1``, ``WATCHDOG=1``, ``STATUS=``
-and ``STOPPING=1`` through ``$NOTIFY_SOCKET`` (see :class:`Notifier`).
+and ``STOPPING=1`` through ``$NOTIFY_SOCKET`` (see :class:`.systemd.Notifier`).
+
+The daemon never prints (alerts reach stdout through ``on_alert``) and never picks an exit
+code: that is :mod:`auditor.cli`.
 """
 
 from __future__ import annotations
@@ -42,25 +38,26 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from aiohttp import web
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from auditor.alerts.delivery import RetryPolicy, delivery_tick
 from auditor.alerts.routing import Router
 from auditor.alerts.sinks import Sink, build_sinks, close_sinks
 from auditor.audit import AlertCallback, audit_target, policy_of, settle_heap
-from auditor.config import Loaded, ScheduleSettings, Settings, TargetSettings, load_settings
+from auditor.config import Loaded, Settings, TargetSettings, load_settings
 from auditor.errors import ConfigError, StoreError
 from auditor.metrics import Metrics
 from auditor.model import iso, utcnow
+from auditor.service.schedule import first_run, next_run, schedule_of
+from auditor.service.systemd import Notifier, watchdog
 from auditor.store import ClaimedTarget, Store
 from auditor.store.lock import SqliteLock
 from auditor.web import ServiceState, make_app, start_http
@@ -74,131 +71,11 @@ STATUS_EVERY = timedelta(seconds=5)
 # Cancelled audits record their run as failed before they end; this bounds the wait for
 # that when the database does not answer.
 CANCEL_WAIT_S = 10.0
-# Beyond this many missed cron times, stop counting them one by one.
-MAX_COUNTED_MISSES = 100_000
 # How long the database may keep failing before the error is logged again.
 DB_ERROR_REPEAT = timedelta(minutes=1)
 # One pass of alert delivery stops claiming after this long (deliveries in flight finish),
 # so that a slow sink delays the next pass, not the shutdown.
 DELIVERY_BUDGET_S = 10.0
-
-
-# -- the schedule (pure) -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """``schedule.every`` or a parsed ``schedule.cron``, and the jitter."""
-
-    every: timedelta
-    cron: CronTrigger | None
-    jitter: timedelta
-
-    def describe(self) -> str:
-        return f"cron {self.cron}" if self.cron is not None else f"every {self.every}"
-
-
-def schedule_of(settings: ScheduleSettings) -> Schedule:
-    """The schedule of ``settings``; ConfigError when the cron expression is not valid."""
-    cron: CronTrigger | None = None
-    if settings.cron is not None:
-        try:
-            cron = CronTrigger.from_crontab(settings.cron)
-        except ValueError as exc:
-            raise ConfigError([f"config: schedule.cron: {exc} (got {settings.cron!r})"]) from None
-    return Schedule(every=settings.interval, cron=cron, jitter=settings.jitter)
-
-
-def _jitter(schedule: Schedule, rng: random.Random) -> timedelta:
-    return timedelta(seconds=rng.uniform(0.0, schedule.jitter.total_seconds()))
-
-
-def first_run(schedule: Schedule, now: datetime, rng: random.Random) -> datetime:
-    """When a target seen for the first time is due: now, plus jitter (a baseline soon)."""
-    return now + _jitter(schedule, rng)
-
-
-def _next_fire(trigger: CronTrigger, after: datetime) -> datetime:
-    # With a previous fire time, APScheduler answers the first fire time after it, even when
-    # that is in the past (that is how it finds misfires); that is what is wanted here.
-    fire = trigger.get_next_fire_time(after, after)
-    if fire is None:
-        raise ValueError("the cron expression has no future fire time")
-    return cast(datetime, fire).astimezone(UTC)
-
-
-def next_run(
-    schedule: Schedule, due: datetime, now: datetime, rng: random.Random
-) -> tuple[datetime, int]:
-    """The next time after a run that was due at ``due`` and ended at ``now``, never in the
-    past, and how many scheduled times between the two were skipped (coalesced into it)."""
-    if schedule.cron is None:
-        every = schedule.every.total_seconds()
-        behind = max(0.0, (now - due).total_seconds())
-        steps = math.floor(behind / every) + 1
-        return due + timedelta(seconds=steps * every), steps - 1
-    fire = _next_fire(schedule.cron, due)
-    skipped = 0
-    while fire <= now:
-        skipped += 1
-        if skipped >= MAX_COUNTED_MISSES:
-            fire = cast(datetime, schedule.cron.get_next_fire_time(None, now)).astimezone(UTC)
-            break
-        fire = _next_fire(schedule.cron, fire)
-    return fire + _jitter(schedule, rng), skipped
-
-
-# -- sd_notify -----------------------------------------------------------------------------
-
-
-class Notifier:
-    """sd_notify(3) without libsystemd: datagrams to ``$NOTIFY_SOCKET``; a no-op without it.
-
-    ``@name`` is a socket in the abstract namespace. ``watchdog_interval`` is half of
-    ``$WATCHDOG_USEC`` when that is set (and ``$WATCHDOG_PID``, if set, is this process).
-    """
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        path = env.get("NOTIFY_SOCKET", "")
-        self._address: str | bytes | None = None
-        if path.startswith("@"):
-            self._address = b"\0" + path[1:].encode()
-        elif path.startswith("/"):
-            self._address = path
-        self._socket: socket.socket | None = None
-        self._warned = False
-        self.watchdog_interval: float | None = None
-        usec = env.get("WATCHDOG_USEC", "")
-        pid = env.get("WATCHDOG_PID", "")
-        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
-            self.watchdog_interval = int(usec) / 2 / 1_000_000
-
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
-    def send(self, *fields: str) -> None:
-        """Send ``KEY=value`` fields in one datagram; failures are logged once, never raised."""
-        if self._address is None:
-            return
-        try:
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._socket.setblocking(False)
-            self._socket.sendto("\n".join(fields).encode(), self._address)
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("service.notify_failed", error=exc.strerror or str(exc))
-
-    def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")
-
-    def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
 
 
 # -- one process per SQLite database -------------------------------------------------------
@@ -290,12 +167,12 @@ class Service:
         installed = self._install_signals(loop)
         lock: SqliteLock | None = None
         runner: web.AppRunner | None = None
-        watchdog: asyncio.Task[None] | None = None
+        pinger: asyncio.Task[None] | None = None
         try:
             if self._notify.watchdog_interval is not None:
                 # From the start: systemd arms the watchdog before READY, and migrating a
                 # large database can take a while.
-                watchdog = asyncio.create_task(self._watchdog(self._notify.watchdog_interval))
+                pinger = asyncio.create_task(watchdog(self._notify, self._notify.watchdog_interval))
             lock = SqliteLock.acquire(self._settings.database.url)
             self._notify.status("starting: opening and migrating the database")
             self._store = await Store.open(
@@ -334,7 +211,7 @@ class Service:
             await self._stop.wait()
             await self._drain()
         finally:
-            await self._close(runner, watchdog)
+            await self._close(runner, pinger)
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if lock is not None:
@@ -438,12 +315,6 @@ class Service:
             log.debug("service.tick_skipped", reason="the previous tick is still running")
         elif event.exception is not None:
             log.error("service.tick_crashed", error=repr(event.exception))
-
-    async def _watchdog(self, interval: float) -> None:
-        # From the event loop itself: a blocked loop stops the pings and systemd restarts us.
-        while True:
-            self._notify.send("WATCHDOG=1")
-            await asyncio.sleep(interval)
 
     # -- the tick -----------------------------------------------------------------------
 
@@ -764,9 +635,7 @@ class Service:
                 await self._delivery_lock.acquire()
                 self._delivery_lock.release()
 
-    async def _close(
-        self, runner: web.AppRunner | None, watchdog: asyncio.Task[None] | None
-    ) -> None:
+    async def _close(self, runner: web.AppRunner | None, pinger: asyncio.Task[None] | None) -> None:
         if self._scheduler is not None:
             # Only after the drain: shutting APScheduler down cancels its running jobs.
             self._scheduler.shutdown(wait=False)
@@ -791,8 +660,8 @@ class Service:
             await self._drop_client(name)
         for task in list(self._background):
             task.cancel()
-        if watchdog is not None:
-            watchdog.cancel()
+        if pinger is not None:
+            pinger.cancel()
         if not self._stopping_sent:
             self._notify.send("STOPPING=1")
         self._notify.close()
@@ -810,15 +679,4 @@ async def run_service(
     await Service(loaded, on_alert=on_alert, notifier=notifier).run()
 
 
-__all__ = [
-    "Notifier",
-    "Schedule",
-    "Service",
-    "SqliteLock",
-    "first_run",
-    "lease_for",
-    "next_run",
-    "owner_id",
-    "run_service",
-    "schedule_of",
-]
+__all__ = ["Service", "lease_for", "owner_id", "run_service"]
