@@ -1,20 +1,18 @@
-"""The daemon (``3cx-auditor run``): schedules, leases, bounded concurrency, signals, sd_notify.
+"""The daemon (``3cx-auditor run``): start, the tick loop, signals, drain and shutdown.
+
+The :class:`Service` composes the rooms of :mod:`auditor.service`: the schedule's
+arithmetic (:mod:`.schedule`), claims and leases (:mod:`.leases`), the XAPI clients
+(:mod:`.clients`), what it reports (:mod:`.status`) and systemd's notifications
+(:mod:`.systemd`). It owns the timer, the order of start and shutdown, the audits' tasks,
+alert delivery and reload; the rooms own their state.
 
 The schedule lives in the database, not in memory: each target has a ``next_run_at``, so a
 restart neither forgets audits nor bunches them. APScheduler is only the timer: one job,
 ``tick``, every ``schedule.tick``. A tick claims due targets (as many as there are free
 slots of ``audit.max_concurrent``) with a lease, and audits each in a task of its own under
 ``audit.timeout``. When an audit ends, the lease is given back with the target's next time.
-Several processes on one PostgreSQL share the fleet this way: a target is claimed by one of
-them (``FOR UPDATE SKIP LOCKED``), and the targets of one that dies are claimed by the
-others once its leases expire. SQLite serves one process: a second ``run`` is refused.
-
-The next time of a target is computed by :mod:`.schedule`.
-
-Alerts: each audit enqueues its alert events for the sinks whose filters match
-(``[[alerts.webhook]]`` & co.) in the transaction that records the run, and prints them
-on stdout; a second job, ``deliver``, sends the outbox (:mod:`auditor.alerts.delivery`),
-so a slow sink never holds up the audits.
+SQLite serves one process: a second ``run`` is refused. A second job, ``deliver``, sends
+the outbox, so a slow sink never holds up the audits.
 
 Signals: SIGHUP reloads the configuration (refused, with every problem logged, when it is
 invalid); SIGTERM or SIGINT drain: no new claims, audits in flight get ``audit.shutdown_grace``
@@ -31,16 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import os
 import random
-import secrets
 import signal
-import socket
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -55,55 +48,25 @@ from auditor.audit import AlertCallback, audit_target, policy_of, settle_heap
 from auditor.config import Loaded, Settings, TargetSettings, load_settings
 from auditor.errors import ConfigError, StoreError
 from auditor.metrics import Metrics
-from auditor.model import iso, utcnow
-from auditor.service.schedule import first_run, next_run, schedule_of
+from auditor.model import utcnow
+from auditor.service.clients import Clients
+from auditor.service.context import Context
+from auditor.service.leases import Leases, owner_id
+from auditor.service.schedule import first_run, schedule_of
+from auditor.service.status import Status
 from auditor.service.systemd import Notifier, watchdog
 from auditor.store import ClaimedTarget, Store
 from auditor.store.lock import SqliteLock
 from auditor.web import ServiceState, make_app, start_http
-from auditor.xapi import TokenCache, XapiClient
 
 log = structlog.get_logger("auditor.service")
 
-# How often the fleet gauges of /metrics and the STATUS line are refreshed.
-FLEET_EVERY = timedelta(seconds=15)
-STATUS_EVERY = timedelta(seconds=5)
 # Cancelled audits record their run as failed before they end; this bounds the wait for
 # that when the database does not answer.
 CANCEL_WAIT_S = 10.0
-# How long the database may keep failing before the error is logged again.
-DB_ERROR_REPEAT = timedelta(minutes=1)
 # One pass of alert delivery stops claiming after this long (deliveries in flight finish),
 # so that a slow sink delays the next pass, not the shutdown.
 DELIVERY_BUDGET_S = 10.0
-
-
-# -- one process per SQLite database -------------------------------------------------------
-
-
-def owner_id() -> str:
-    """This process's name on leases: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def lease_for(settings: Settings) -> timedelta:
-    """How long a claim holds a target: one audit's timeout plus a margin for recording it.
-
-    Leases of audits in flight are renewed every third of this, so only a process that
-    died (or lost the database) lets one expire.
-    """
-    timeout = settings.audit.timeout
-    return timeout + min(timeout, timedelta(minutes=1))
-
-
-# -- the daemon ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Audit:
-    claim: ClaimedTarget
-    target: TargetSettings
-    task: asyncio.Task[None]
 
 
 class Service:
@@ -117,48 +80,44 @@ class Service:
         notifier: Notifier | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings = loaded.settings
-        self._schedule = schedule_of(loaded.settings.schedule)
+        schedule = schedule_of(loaded.settings.schedule)
         self._config_path = loaded.path
         self._on_alert = on_alert
         self._notify = notifier if notifier is not None else Notifier()
-        self._rng = rng if rng is not None else random.Random()
         self.owner = owner_id()
+        self._ctx = Context(
+            loaded.settings,
+            schedule,
+            owner=self.owner,
+            rng=rng if rng is not None else random.Random(),
+        )
         self.state = ServiceState(detail={"replica": self.owner})
         self.metrics = Metrics()
-        self._store: Store | None = None
+        self._leases = Leases(self._ctx)
+        self._status = Status(
+            self._ctx, self._leases, state=self.state, metrics=self.metrics, notify=self._notify
+        )
         self._router = Router.of(loaded.settings.alerts)
         self._sinks: dict[str, Sink] = {}
         self._delivery_lock = asyncio.Lock()
-        self._tokens = TokenCache()
-        self._clients: dict[str, XapiClient] = {}
-        self._audits: dict[int, _Audit] = {}
+        self._clients = Clients(self._spawn)
         self._tick_lock = asyncio.Lock()
-        # The last claim took as many targets as it had free slots: more may be due.
-        self._backlog = False
         self._refill_pending = False
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
-        self._draining = False
         self._sync_needed = True
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping_sent = False
         self._scheduler: AsyncIOScheduler | None = None
-        self._last_renew = self._last_fleet = self._last_status = datetime.min.replace(tzinfo=UTC)
-        self._db_failing_since: datetime | None = None
-        self._db_logged_at: datetime | None = None
-        self._next_due: datetime | None = None
 
     @property
-    def _targets(self) -> dict[str, TargetSettings]:
-        return {t.name: t for t in self._settings.targets}
+    def _settings(self) -> Settings:
+        return self._ctx.settings
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            raise StoreError("the daemon has no database open")
-        return self._store
+        return self._ctx.store
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -175,7 +134,7 @@ class Service:
                 pinger = asyncio.create_task(watchdog(self._notify, self._notify.watchdog_interval))
             lock = SqliteLock.acquire(self._settings.database.url)
             self._notify.status("starting: opening and migrating the database")
-            self._store = await Store.open(
+            self._ctx.opened = await Store.open(
                 self._settings.database.url, concurrency=self._settings.audit.max_concurrent
             )
             self.state.database_ok = True
@@ -183,7 +142,7 @@ class Service:
             # together migrate one after the other.
             revision = await self.store.upgrade()
             self.state.migrations_at_head = True
-            await self._recover(sqlite=lock is not None)
+            await self._leases.recover(sqlite=lock is not None)
             await self._sync_targets()
             self._sinks = build_sinks(self._settings.alerts)
             app = make_app(
@@ -195,7 +154,7 @@ class Service:
             runner = await start_http(app, self._settings.http.listen)
             settle_heap()
             self._start_scheduler()
-            self._notify.send("READY=1", f"STATUS={self._status_text()}")
+            self._notify.send("READY=1", f"STATUS={self._status.text()}")
             log.info(
                 "service.started",
                 replica=self.owner,
@@ -203,7 +162,7 @@ class Service:
                 revision=revision,
                 listen=self._settings.http.listen,
                 targets=len(self._settings.targets),
-                schedule=self._schedule.describe(),
+                schedule=self._ctx.schedule.describe(),
                 max_concurrent=self._settings.audit.max_concurrent,
             )
             if not self._settings.targets:
@@ -232,7 +191,7 @@ class Service:
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: drain; a second one while draining cancels audits at once."""
         if self._stop.is_set():
-            log.warning("service.stop_now", audits=len(self._audits))
+            log.warning("service.stop_now", audits=len(self._leases.audits))
             self._hurry.set()
             return
         self._stop.set()
@@ -246,31 +205,13 @@ class Service:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _recover(self, *, sqlite: bool) -> None:
-        """Clean up after a predecessor that crashed: its leases and its unfinished runs."""
-        released = 0
-        if sqlite:
-            # The file lock proves no other daemon uses this database: every lease in it
-            # belongs to a process that is gone.
-            for owner in await self.store.lease_owners():
-                released += await self.store.release_leases(owner)
-        # With replicas, another process's lease may be alive: only runs on targets without
-        # a live lease are known to be abandoned.
-        interrupted = await self.store.interrupt_orphaned_runs(utcnow())
-        deliveries = await self.store.release_deliveries() if sqlite else 0
-        if released or interrupted or deliveries:
-            log.warning(
-                "service.recovered",
-                leases_released=released,
-                runs_interrupted=interrupted,
-                deliveries_released=deliveries,
-            )
-
     async def _sync_targets(self) -> None:
         configured = [(t.name, t.url) for t in self._settings.targets]
         now = utcnow()
-        schedule = self._schedule
-        await self.store.sync_targets(configured, lambda _name: first_run(schedule, now, self._rng))
+        schedule = self._ctx.schedule
+        await self.store.sync_targets(
+            configured, lambda _name: first_run(schedule, now, self._ctx.rng)
+        )
         self._sync_needed = False
 
     def _start_scheduler(self) -> None:
@@ -320,19 +261,19 @@ class Service:
 
     async def _tick(self) -> None:
         async with self._tick_lock:
-            if self._draining:
+            if self._ctx.draining:
                 return
             now = utcnow()
             try:
                 if self._sync_needed:
                     await self._sync_targets()
-                await self._renew(now)
-                await self._claim(now)
-                await self._refresh(now)
+                await self._leases.renew(now)
+                await self._leases.claim(now, self._audit)
+                await self._status.refresh(now)
             except StoreError as exc:
-                self._database_failed(now, exc)
+                self._status.database_failed(now, exc)
             else:
-                self._database_answered()
+                self._status.database_answered()
 
     def _audit_ended(self) -> None:
         # A slot freed while targets wait is filled now, not at the next tick: otherwise a
@@ -340,7 +281,7 @@ class Service:
         # fleet due faster than max_concurrent per tick would fall further behind each
         # round. Without a backlog (the last claim found fewer due targets than it could
         # take), the next tick is soon enough, and no claim is made for nothing.
-        if self._backlog and not self._draining and not self._refill_pending:
+        if self._leases.backlog and not self._ctx.draining and not self._refill_pending:
             self._refill_pending = True
             self._spawn(self._refill())
 
@@ -348,42 +289,13 @@ class Service:
         async with self._tick_lock:
             # Audits ending from here on ask for a claim of their own.
             self._refill_pending = False
-            if self._draining:
+            if self._ctx.draining:
                 return
             now = utcnow()
             try:
-                await self._claim(now)
+                await self._leases.claim(now, self._audit)
             except StoreError as exc:
-                self._database_failed(now, exc)
-
-    async def _claim(self, now: datetime) -> None:
-        free = self._settings.audit.max_concurrent - len(self._audits)
-        if free <= 0:
-            self._backlog = True
-            return
-        claims = await self.store.claim_due(self.owner, now, free, lease_for(self._settings))
-        self._backlog = len(claims) >= free
-        targets = self._targets
-        unknown = []
-        for claim in claims:
-            if claim.interrupted_runs:
-                log.warning(
-                    "audit.interrupted",
-                    target=claim.name,
-                    runs=claim.interrupted_runs,
-                    why="left running by a process that stopped; recorded as failed",
-                )
-            target = targets.get(claim.name)
-            if target is None:
-                unknown.append(claim)
-                continue
-            task = asyncio.create_task(self._audit(claim, target), name=f"audit {claim.name}")
-            self._audits[claim.id] = _Audit(claim, target, task)
-        for claim in unknown:
-            # In the shared table but not in this process's configuration (replicas
-            # configured differently): not audited here; left for later.
-            log.warning("schedule.unknown_target", target=claim.name)
-            await self.store.finish_claim(claim.id, self.owner, now + self._schedule.every)
+                self._status.database_failed(now, exc)
 
     async def _audit(self, claim: ClaimedTarget, target: TargetSettings) -> None:
         # Cancelled (shutdown): audit_target records the run as failed, and the lease is
@@ -396,7 +308,7 @@ class Service:
                 result = await audit_target(
                     target,
                     self.store,
-                    self._client(target),
+                    self._clients.get(target),
                     policy=policy_of(self._settings),
                     deadline=self._settings.audit.timeout,
                     router=self._router,
@@ -408,88 +320,18 @@ class Service:
             except Exception:
                 # A bug must not take the daemon down, nor make the target due at once again.
                 log.exception("audit.crashed", target=target.name)
-            if target.name not in self._targets:
-                await self._drop_client(target.name)
-            await self._finish(claim)
+            if target.name not in self._ctx.targets:
+                await self._clients.drop(target.name)
+            await self._leases.finish(claim)
         finally:
-            self._audits.pop(claim.id, None)
+            self._leases.audits.pop(claim.id, None)
             self._audit_ended()
-
-    async def _finish(self, claim: ClaimedTarget) -> None:
-        now = utcnow()
-        next_at, skipped = next_run(self._schedule, claim.due, now, self._rng)
-        if skipped:
-            log.warning(
-                "schedule.missed",
-                target=claim.name,
-                due=iso(claim.due),
-                skipped=skipped,
-                next_run_at=iso(next_at),
-                why="audits not run in time were coalesced into this one",
-            )
-        try:
-            held = await self.store.finish_claim(claim.id, self.owner, next_at)
-        except StoreError as exc:
-            # The lease runs out and the target is claimed again then.
-            log.error("schedule.not_saved", target=claim.name, error=str(exc))
-            return
-        if not held:
-            log.warning("lease.lost", target=claim.name, why="lease expired; another took it")
-
-    async def _renew(self, now: datetime) -> None:
-        period = lease_for(self._settings)
-        if not self._audits or now - self._last_renew < period / 3:
-            return
-        ids = list(self._audits)
-        held = await self.store.renew_leases(self.owner, ids, now + period)
-        self._last_renew = now
-        for lost in set(ids) - held:
-            audit = self._audits.get(lost)
-            if audit is not None:
-                log.warning("lease.lost", target=audit.claim.name, why="not renewed in time")
-
-    async def _refresh(self, now: datetime) -> None:
-        if now - self._last_fleet >= FLEET_EVERY:
-            self._last_fleet = now
-            await self.metrics.update_fleet(
-                self.store,
-                disconnected_after=self._settings.alerts.disconnected_after,
-                names=list(self._targets),
-            )
-        if now - self._last_status >= STATUS_EVERY:
-            self._last_status = now
-            self._next_due = await self.store.next_due()
-            self._notify.status(self._status_text(now))
-
-    def _status_text(self, now: datetime | None = None) -> str:
-        total = len(self._settings.targets)
-        if self._draining:
-            return f"stopping: {len(self._audits)} audit(s) finishing"
-        text = f"auditing {len(self._audits)} of {total} targets"
-        if self._next_due is not None and now is not None:
-            wait = (self._next_due - now).total_seconds()
-            text += f"; next in {max(0, math.ceil(wait))}s"
-        return text
-
-    def _database_failed(self, now: datetime, exc: StoreError) -> None:
-        self.state.database_ok = False
-        if self._db_failing_since is None:
-            self._db_failing_since = now
-        if self._db_logged_at is None or now - self._db_logged_at >= DB_ERROR_REPEAT:
-            self._db_logged_at = now
-            log.error("service.database_error", error=str(exc), since=iso(self._db_failing_since))
-
-    def _database_answered(self) -> None:
-        self.state.database_ok = True
-        if self._db_failing_since is not None:
-            log.info("service.database_back", since=iso(self._db_failing_since))
-            self._db_failing_since = self._db_logged_at = None
 
     # -- alert delivery -----------------------------------------------------------------
 
     async def _deliver(self) -> None:
         """Send what the outbox holds to the configured sinks (alerts.webhook & co.)."""
-        if self._draining or not self._sinks:
+        if self._ctx.draining or not self._sinks:
             return
         async with self._delivery_lock:
             try:
@@ -501,7 +343,7 @@ class Service:
                     time_budget=DELIVERY_BUDGET_S,
                 )
             except StoreError as exc:
-                self._database_failed(utcnow(), exc)
+                self._status.database_failed(utcnow(), exc)
                 return
         if report.pending is not None and report.dead_total is not None:
             self.metrics.set_outbox(report.dead_total, report.pending)
@@ -513,26 +355,6 @@ class Service:
             old, self._sinks = self._sinks, build_sinks(settings.alerts)
             self._router = Router.of(settings.alerts)
             await close_sinks(old)
-
-    # -- clients ------------------------------------------------------------------------
-
-    def _client(self, target: TargetSettings) -> XapiClient:
-        """The target's client, kept across runs (its connection pool is reused)."""
-        client = self._clients.get(target.name)
-        if client is not None and client.target == target:
-            return client
-        if client is not None:
-            # Its settings changed (SIGHUP); a target is audited once at a time, so the old
-            # client is idle.
-            self._spawn(client.close())
-        client = XapiClient(target, tokens=self._tokens)
-        self._clients[target.name] = client
-        return client
-
-    async def _drop_client(self, name: str) -> None:
-        client = self._clients.pop(name, None)
-        if client is not None:
-            await client.close()
 
     # -- reload -------------------------------------------------------------------------
 
@@ -571,7 +393,7 @@ class Service:
                 new = new.model_copy(
                     update={"database": old.database, "http": old.http, "log": old.log}
                 )
-            self._settings, self._schedule = new, schedule
+            self._ctx.settings, self._ctx.schedule = new, schedule
             if new.alerts != old.alerts:
                 await self._replace_sinks(new)
             if self._scheduler is not None and new.schedule.tick != old.schedule.tick:
@@ -580,8 +402,8 @@ class Service:
                         job, trigger="interval", seconds=new.schedule.tick.total_seconds()
                     )
             for name in removed:
-                if not any(a.target.name == name for a in self._audits.values()):
-                    await self._drop_client(name)
+                if not any(a.target.name == name for a in self._leases.audits.values()):
+                    await self._clients.drop(name)
             self._sync_needed = True
             try:
                 await self._sync_targets()
@@ -594,32 +416,33 @@ class Service:
 
     async def _drain(self) -> None:
         grace = self._settings.audit.shutdown_grace.total_seconds()
-        self._draining = True
+        audits = self._leases.audits
+        self._ctx.draining = True
         self.state.draining = True
         self._stopping_sent = True
-        self._notify.send("STOPPING=1", f"STATUS={self._status_text()}")
+        self._notify.send("STOPPING=1", f"STATUS={self._status.text()}")
         # A tick in progress finishes first, so every claim it made has its task.
         async with self._tick_lock:
             pass
-        log.info("service.stopping", audits=len(self._audits), grace_s=grace)
+        log.info("service.stopping", audits=len(audits), grace_s=grace)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._audits and not self._hurry.is_set():
+        while audits and not self._hurry.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             hurry = asyncio.ensure_future(self._hurry.wait())
             await asyncio.wait(
-                {*(a.task for a in self._audits.values()), hurry},
+                {*(a.task for a in audits.values()), hurry},
                 timeout=remaining,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             hurry.cancel()
-        if self._audits:
-            tasks = [a.task for a in self._audits.values()]
+        if audits:
+            tasks = [a.task for a in audits.values()]
             log.warning(
                 "service.cancelling",
-                targets=sorted(a.claim.name for a in self._audits.values()),
+                targets=sorted(a.claim.name for a in audits.values()),
                 why="still running after the grace period"
                 if not self._hurry.is_set()
                 else "second stop signal",
@@ -641,23 +464,15 @@ class Service:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
             self.state.scheduler_running = False
-        for audit in list(self._audits.values()):
+        for audit in list(self._leases.audits.values()):
             audit.task.cancel()
-        if self._store is not None and self.state.migrations_at_head:
-            try:
-                released = await self.store.release_leases(self.owner)
-                await self.store.release_deliveries(self.owner)
-            except StoreError as exc:
-                log.error("service.leases_not_released", error=str(exc), expire="on their own")
-            else:
-                if released:
-                    log.info("service.leases_released", count=released)
+        if self._ctx.opened is not None and self.state.migrations_at_head:
+            await self._leases.release()
         await close_sinks(self._sinks)
         self._sinks = {}
         if runner is not None:
             await runner.cleanup()
-        for name in list(self._clients):
-            await self._drop_client(name)
+        await self._clients.close()
         for task in list(self._background):
             task.cancel()
         if pinger is not None:
@@ -665,8 +480,8 @@ class Service:
         if not self._stopping_sent:
             self._notify.send("STOPPING=1")
         self._notify.close()
-        if self._store is not None:
-            await self._store.close()
+        if self._ctx.opened is not None:
+            await self._ctx.opened.close()
 
 
 async def run_service(
@@ -679,4 +494,4 @@ async def run_service(
     await Service(loaded, on_alert=on_alert, notifier=notifier).run()
 
 
-__all__ = ["Service", "lease_for", "owner_id", "run_service"]
+__all__ = ["CANCEL_WAIT_S", "Service", "run_service"]
