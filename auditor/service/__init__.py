@@ -6,8 +6,10 @@
 * :mod:`.leases`: claims of due targets, lease renewal, giving leases back
 * :mod:`.clients`: one XAPI client per target, kept across runs
 * :mod:`.status`: the database flag of /readyz, the fleet gauges, systemd's STATUS line
+* :mod:`.delivery`: the sinks and the ``deliver`` job that sends the outbox
+* :mod:`.reload`: SIGHUP: the new configuration and what it changes
 * :mod:`.daemon`: :class:`Service`, composed from the above: start, the tick loop,
-  alert delivery, reload, signals, drain and shutdown
+  signals, drain and shutdown
 
 This file only re-exports; it defines nothing.
 """

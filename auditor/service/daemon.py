@@ -1,10 +1,11 @@
 """The daemon (``3cx-auditor run``): start, the tick loop, signals, drain and shutdown.
 
 The :class:`Service` composes the rooms of :mod:`auditor.service`: the schedule's
-arithmetic (:mod:`.schedule`), claims and leases (:mod:`.leases`), the XAPI clients
-(:mod:`.clients`), what it reports (:mod:`.status`) and systemd's notifications
-(:mod:`.systemd`). It owns the timer, the order of start and shutdown, the audits' tasks,
-alert delivery and reload; the rooms own their state.
+arithmetic (:mod:`.schedule`), claims and leases (:mod:`.leases`), alert delivery
+(:mod:`.delivery`), the XAPI clients (:mod:`.clients`), what it reports (:mod:`.status`),
+what a reload changes (:mod:`.reload`) and systemd's notifications (:mod:`.systemd`). It
+owns the timer, the order of start and shutdown, and the audits' tasks; the rooms own
+their state.
 
 The schedule lives in the database, not in memory: each target has a ``next_run_at``, so a
 restart neither forgets audits nor bunches them. APScheduler is only the timer: one job,
@@ -27,7 +28,6 @@ code: that is :mod:`auditor.cli`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import signal
@@ -41,17 +41,16 @@ from aiohttp import web
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from auditor.alerts.delivery import RetryPolicy, delivery_tick
-from auditor.alerts.routing import Router
-from auditor.alerts.sinks import Sink, build_sinks, close_sinks
 from auditor.audit import AlertCallback, audit_target, policy_of, settle_heap
-from auditor.config import Loaded, Settings, TargetSettings, load_settings
-from auditor.errors import ConfigError, StoreError
+from auditor.config import Loaded, Settings, TargetSettings
+from auditor.errors import StoreError
 from auditor.metrics import Metrics
 from auditor.model import utcnow
 from auditor.service.clients import Clients
 from auditor.service.context import Context
+from auditor.service.delivery import Delivery
 from auditor.service.leases import Leases, owner_id
+from auditor.service.reload import plan_reload
 from auditor.service.schedule import first_run, schedule_of
 from auditor.service.status import Status
 from auditor.service.systemd import Notifier, watchdog
@@ -64,9 +63,6 @@ log = structlog.get_logger("auditor.service")
 # Cancelled audits record their run as failed before they end; this bounds the wait for
 # that when the database does not answer.
 CANCEL_WAIT_S = 10.0
-# One pass of alert delivery stops claiming after this long (deliveries in flight finish),
-# so that a slow sink delays the next pass, not the shutdown.
-DELIVERY_BUDGET_S = 10.0
 
 
 class Service:
@@ -97,9 +93,12 @@ class Service:
         self._status = Status(
             self._ctx, self._leases, state=self.state, metrics=self.metrics, notify=self._notify
         )
-        self._router = Router.of(loaded.settings.alerts)
-        self._sinks: dict[str, Sink] = {}
-        self._delivery_lock = asyncio.Lock()
+        self._delivery = Delivery(
+            self._ctx,
+            state=self.state,
+            metrics=self.metrics,
+            on_database_error=self._status.database_failed,
+        )
         self._clients = Clients(self._spawn)
         self._tick_lock = asyncio.Lock()
         self._refill_pending = False
@@ -144,7 +143,7 @@ class Service:
             self.state.migrations_at_head = True
             await self._leases.recover(sqlite=lock is not None)
             await self._sync_targets()
-            self._sinks = build_sinks(self._settings.alerts)
+            self._delivery.open()
             app = make_app(
                 store=self.store,
                 state=self.state,
@@ -239,7 +238,7 @@ class Service:
         )
         # Delivery is a job of its own: a slow alert sink must not hold up the audits.
         scheduler.add_job(
-            self._deliver,
+            self._delivery.deliver,
             "interval",
             seconds=self._settings.schedule.tick.total_seconds(),
             id="deliver",
@@ -311,7 +310,7 @@ class Service:
                     self._clients.get(target),
                     policy=policy_of(self._settings),
                     deadline=self._settings.audit.timeout,
-                    router=self._router,
+                    router=self._delivery.router,
                     on_alert=self._on_alert,
                 )
                 self.metrics.observe_run(result, time.monotonic() - started)
@@ -327,81 +326,25 @@ class Service:
             self._leases.audits.pop(claim.id, None)
             self._audit_ended()
 
-    # -- alert delivery -----------------------------------------------------------------
-
-    async def _deliver(self) -> None:
-        """Send what the outbox holds to the configured sinks (alerts.webhook & co.)."""
-        if self._ctx.draining or not self._sinks:
-            return
-        async with self._delivery_lock:
-            try:
-                report = await delivery_tick(
-                    self.store,
-                    self._sinks,
-                    owner=self.owner,
-                    retry=RetryPolicy.of(self._settings.alerts),
-                    time_budget=DELIVERY_BUDGET_S,
-                )
-            except StoreError as exc:
-                self._status.database_failed(utcnow(), exc)
-                return
-        if report.pending is not None and report.dead_total is not None:
-            self.metrics.set_outbox(report.dead_total, report.pending)
-            # Dead deliveries do not make the replica unready, but /readyz shows them.
-            self.state.detail["outbox"] = {"pending": report.pending, "dead": report.dead_total}
-
-    async def _replace_sinks(self, settings: Settings) -> None:
-        async with self._delivery_lock:
-            old, self._sinks = self._sinks, build_sinks(settings.alerts)
-            self._router = Router.of(settings.alerts)
-            await close_sinks(old)
-
     # -- reload -------------------------------------------------------------------------
 
     async def reload(self) -> bool:
         """Read the configuration again and apply it; False (and logged) when refused."""
         async with self._reload_lock:
-            try:
-                loaded = load_settings(
-                    self._config_path, require_file=self._config_path is not None
-                )
-                schedule = schedule_of(loaded.settings.schedule)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    log.error("config.reload_refused", problem=problem, kept="the old one")
+            old = self._settings
+            change = plan_reload(self._config_path, old)
+            if change is None:
                 return False
-            for warning in loaded.warnings:
-                log.warning("config.warning", warning=warning)
-            old, new = self._settings, loaded.settings
-            before = {t.name: t for t in old.targets}
-            after = {t.name: t for t in new.targets}
-            added = sorted(after.keys() - before.keys())
-            removed = sorted(before.keys() - after.keys())
-            changed = sorted(n for n in after.keys() & before.keys() if after[n] != before[n])
-            needs_restart = [
-                key
-                for key, was, now in (
-                    ("database.url", old.database.url, new.database.url),
-                    ("http.listen", old.http.listen, new.http.listen),
-                    ("http.token", old.http.token, new.http.token),
-                    ("log", old.log, new.log),
-                )
-                if was != now
-            ]
-            if needs_restart:
-                log.warning("config.restart_needed", keys=needs_restart, kept="the old values")
-                new = new.model_copy(
-                    update={"database": old.database, "http": old.http, "log": old.log}
-                )
-            self._ctx.settings, self._ctx.schedule = new, schedule
+            new = change.settings
+            self._ctx.settings, self._ctx.schedule = new, change.schedule
             if new.alerts != old.alerts:
-                await self._replace_sinks(new)
+                await self._delivery.replace_sinks(new)
             if self._scheduler is not None and new.schedule.tick != old.schedule.tick:
                 for job in ("tick", "deliver"):
                     self._scheduler.reschedule_job(
                         job, trigger="interval", seconds=new.schedule.tick.total_seconds()
                     )
-            for name in removed:
+            for name in change.removed:
                 if not any(a.target.name == name for a in self._leases.audits.values()):
                     await self._clients.drop(name)
             self._sync_needed = True
@@ -409,7 +352,12 @@ class Service:
                 await self._sync_targets()
             except StoreError as exc:
                 log.error("config.sync_failed", error=str(exc), retry="on the next tick")
-            log.info("config.reloaded", added=added, removed=removed, changed=changed)
+            log.info(
+                "config.reloaded",
+                added=change.added,
+                removed=change.removed,
+                changed=change.changed,
+            )
             return True
 
     # -- shutdown -----------------------------------------------------------------------
@@ -453,10 +401,7 @@ class Service:
         # A delivery pass in flight may finish within what is left of the grace; the rest
         # of the outbox waits, durably, for the next start.
         remaining = max(0.0, deadline - loop.time()) if not self._hurry.is_set() else 0.0
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(remaining):
-                await self._delivery_lock.acquire()
-                self._delivery_lock.release()
+        await self._delivery.settle(remaining)
 
     async def _close(self, runner: web.AppRunner | None, pinger: asyncio.Task[None] | None) -> None:
         if self._scheduler is not None:
@@ -468,8 +413,7 @@ class Service:
             audit.task.cancel()
         if self._ctx.opened is not None and self.state.migrations_at_head:
             await self._leases.release()
-        await close_sinks(self._sinks)
-        self._sinks = {}
+        await self._delivery.close()
         if runner is not None:
             await runner.cleanup()
         await self._clients.close()
