@@ -56,6 +56,26 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
+def visible(text: str) -> str:
+    """``text`` with each character that is not printable written as an escape.
+
+    Control characters (newlines, ANSI escapes), line and paragraph separators,
+    bidirectional overrides and zero-width characters become ``\\u001b``, ``\\u202e``, ...
+    (``\\U000e0041`` beyond the first plane); printable text of any script is kept as it
+    is. A string from a PBX shown in a line of text then can neither break the line, nor
+    colour or retitle a terminal, nor reorder what is read. Applied to JSON text (which
+    already escapes the C0 controls and the backslash) the result is still the same JSON.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

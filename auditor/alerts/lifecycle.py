@@ -35,6 +35,7 @@ from auditor.model import (
     RunStatus,
     Severity,
     fingerprint,
+    visible,
 )
 from auditor.store import AlertDraft, AlertState
 
@@ -100,23 +101,28 @@ class _Condition:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    text = repr(value) if not isinstance(value, str) else _q(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _q(text: str | None) -> str:
+    """A PBX's string quoted for a message: one line, nothing a terminal would act on."""
+    return f"'{visible(str(text))}'"
+
+
 def _field_summary(fields: Sequence[FieldChange]) -> str:
-    shown = [f"{f.field} {_show(f.old)} -> {_show(f.new)}" for f in fields[:_SHOWN_FIELDS]]
+    shown = [f"{visible(f.field)} {_show(f.old)} -> {_show(f.new)}" for f in fields[:_SHOWN_FIELDS]]
     more = len(fields) - _SHOWN_FIELDS
     return ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _change_message(target: str, kind: str, change: Change) -> str:
     if kind == "script.added":
-        return f"failover script '{change.key}' added on {target}"
+        return f"failover script {_q(change.key)} added on {target}"
     if kind == "script.removed":
-        return f"failover script '{change.key}' removed from {target}"
+        return f"failover script {_q(change.key)} removed from {target}"
     if kind == "script.changed":
-        return f"failover script '{change.key}' changed on {target}: " + _field_summary(
+        return f"failover script {_q(change.key)} changed on {target}: " + _field_summary(
             change.fields
         )
     if change.kind == "changed":
@@ -160,15 +166,15 @@ def _conditions(obs: Observation, policy: Policy) -> tuple[list[_Condition], tup
     now: list[_Condition] = []
     if obs.status == "ok":
         for key, value in sorted(obs.unhealthy.items()):
-            message = f"failover script '{key}' is {value} on {target}"
+            message = f"failover script {_q(key)} is {visible(value)} on {target}"
             now.append(_Condition("script.disconnected", SCRIPTS, key, message))
         for name, filename in obs.missing:
             message = (
-                f"{name} names '{filename}', which is not among the failover scripts of {target}"
+                f"{name} names {_q(filename)}, which is not among the failover scripts of {target}"
             )
             now.append(_Condition("settings.script_missing", SETTINGS, name, message))
         return now, SCRIPT_CONDITIONS + TARGET_CONDITIONS
-    error = obs.error or obs.status
+    error = visible(obs.error or obs.status)
     now.append(_Condition("audit.failed", None, None, f"audit of {target} failed: {error}"))
     if obs.failures_in_row >= policy.disconnected_after:
         message = f"{target} could not be audited in {obs.failures_in_row} runs in a row: {error}"
@@ -180,8 +186,8 @@ def _resolution_message(state: AlertState, obs: Observation) -> str:
     target = obs.target
     if state.kind == "script.disconnected":
         if state.key in obs.listed:
-            return f"failover script '{state.key}' is healthy again on {target}"
-        return f"failover script '{state.key}' is no longer listed on {target}"
+            return f"failover script {_q(state.key)} is healthy again on {target}"
+        return f"failover script {_q(state.key)} is no longer listed on {target}"
     if state.kind == "settings.script_missing":
         return f"{state.key} of {target} names an existing failover script again"
     if state.kind == "target.disconnected":

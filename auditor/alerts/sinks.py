@@ -46,7 +46,7 @@ from auditor.config import (
     WebhookSettings,
 )
 from auditor.errors import DeliveryError
-from auditor.model import JSON, Severity, canonical_json, iso, utcnow
+from auditor.model import JSON, Severity, canonical_json, iso, utcnow, visible
 
 log = structlog.get_logger("auditor.delivery")
 
@@ -230,11 +230,16 @@ class WebhookSink(_HttpSink):
 
 
 def _description(alert: JSON) -> str:
-    lines = [str(alert.get("message", ""))]
+    """The alert as plain text: its message, then one line per changed field.
+
+    Each line is made :func:`~auditor.model.visible`, so a PBX's string cannot add a line
+    of its own; escaping for a markup (HTML, Markdown) is the receiver's, told it is text.
+    """
+    lines = [visible(str(alert.get("message", "")))]
     for change in alert.get("fields") or ():
         old = json.dumps(change.get("old"), ensure_ascii=False)
         new = json.dumps(change.get("new"), ensure_ascii=False)
-        lines.append(f"{change.get('field')}: {old} -> {new}")
+        lines.append(visible(f"{change.get('field')}: {old} -> {new}"))
     return "\n".join(lines)
 
 
@@ -308,6 +313,11 @@ class AppriseSink:
 
     When one of several URLs fails, the alert is retried on all of them: give a service
     that must not see repeats its own ``[[alerts.apprise]]``.
+
+    The body is sent as text (Apprise escapes it for HTML and Markdown services); the
+    title holds only the alert's kind and the target's name, which the configuration
+    limits to letters, digits, ``.``, ``_`` and ``-``, because Apprise passes a separate
+    title through unconverted.
     """
 
     def __init__(self, settings: AppriseSettings) -> None:
@@ -345,7 +355,7 @@ class AppriseSink:
         return self._apprise
 
     async def deliver(self, alert: JSON, *, delivery_id: str) -> None:
-        from apprise import NotifyType
+        from apprise import NotifyFormat, NotifyType
 
         client = self._client()
         severity = alert.get("severity")
@@ -365,6 +375,11 @@ class AppriseSink:
                 body=_description(alert),
                 title=title,
                 notify_type=notify_type,
+                # The body is text: Apprise escapes it for each service that takes HTML or
+                # Markdown (an HTML e-mail, Slack, Discord, ...). Without a format it passes
+                # the body through as the service's own markup, and a script named
+                # "<img src=x onerror=...>.sh" would be live markup in an HTML e-mail.
+                body_format=NotifyFormat.TEXT,
                 timeout=self._timeout.total_seconds(),
             )
         except Exception as exc:

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from auditor.model import Alert, FieldChange, iso
+from auditor.model import Alert, FieldChange, iso, visible
 from auditor.web.cursors import check_known, parse_limit
 from auditor.web.state import FEED_INSTANCE_KEY, STORE_KEY
 
@@ -68,24 +68,30 @@ def entry_title(alert: Alert) -> str:
     for a resolution."""
     title = f"[{alert.severity}] {alert.kind} {alert.target}"
     if alert.key is not None:
-        title += f": {alert.key}"
+        # A title is one line of text: a PBX's control or bidi characters are shown escaped.
+        title += f": {visible(alert.key)}"
     if alert.status == "resolved":
         title += " (resolved)"
     return title
 
 
+def _html(text: str) -> str:
+    """Text for the entry's HTML: markup escaped, what is not printable shown as an escape."""
+    return escape(visible(text))
+
+
 def _field_html(change: FieldChange) -> str:
     old = "(absent)" if change.missing == "old" else _value_text(change.old)
     new = "(absent)" if change.missing == "new" else _value_text(change.new)
-    return f"<li><code>{escape(change.field)}</code>: {escape(old)} &#8594; {escape(new)}</li>"
+    return f"<li><code>{_html(change.field)}</code>: {_html(old)} &#8594; {_html(new)}</li>"
 
 
 def _entry_html(alert: Alert) -> str:
-    parts = [f"<p>{escape(alert.message)}</p>"]
+    parts = [f"<p>{_html(alert.message)}</p>"]
     if alert.fields:
         parts.append("<ul>" + "".join(_field_html(f) for f in alert.fields) + "</ul>")
     where = ", ".join(
-        f"{name} {escape(str(value))}"
+        f"{name} {_html(str(value))}"
         for name, value in (
             ("target", alert.target),
             ("collection", alert.collection),

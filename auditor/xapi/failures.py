@@ -28,6 +28,7 @@ from auditor.errors import (
     SourceError,
     UnavailableError,
 )
+from auditor.model import visible
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _SNIPPET = 120
@@ -53,7 +54,13 @@ class TokenRejected(Exception):
 
 
 def odata_message(body: bytes) -> str | None:
-    """The ``error.message`` of an OData error body (or an OAuth ``error_description``)."""
+    """The ``error.message`` of an OData error body (or an OAuth ``error_description``),
+    with what is not printable escaped: it is the PBX's text, shown in one-line errors."""
+    message = _odata_text(body)
+    return visible(message) if message is not None else None
+
+
+def _odata_text(body: bytes) -> str | None:
     try:
         data = json.loads(body)
     except ValueError:
