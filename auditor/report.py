@@ -2,7 +2,8 @@
 
 One self-contained file: the CSS is inline, there is no script, no font, image or link
 that loads anything (the only links are fragments within the page), and every value from
-the record is HTML-escaped. Closed ``<details>`` (the before/after JSON of each change)
+the record is HTML-escaped, with what is not printable written as an escape
+(:func:`~auditor.model.visible`). Closed ``<details>`` (the before/after JSON of each change)
 are shown open in print by the ``@media print`` rules.
 
 The skeleton is ``templates/report.html`` (a :class:`string.Template`). The summary comes
@@ -26,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TextIO
 
 from auditor import __version__
-from auditor.model import FieldChange, iso
+from auditor.model import FieldChange, iso, visible
 from auditor.store import ChangeRecord
 
 TEMPLATE: Final = "templates/report.html"
@@ -35,7 +36,10 @@ KINDS: Final = ("added", "removed", "changed")
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    # Markup escaped, and what is not printable (a bidirectional override, a zero-width or
+    # control character in a PBX's string) shown as an escape rather than acted on: the
+    # report is evidence, what it shows must be what was recorded. JSON stays the same JSON.
+    return escape(visible(str(value)), quote=True)
 
 
 def _json_text(value: Any, *, indent: int | None = None) -> str:
@@ -67,7 +71,9 @@ def _fields_table(fields: tuple[FieldChange, ...]) -> str:
 def _document(value: Mapping[str, Any] | None) -> str:
     if value is None:
         return '<pre class="absent">(none)</pre>'
-    return f"<pre>{_e(_json_text(value, indent=2))}</pre>"
+    # Line by line: the newlines of indented JSON are its layout, never inside a string.
+    lines = _json_text(value, indent=2).split("\n")
+    return "<pre>" + "\n".join(_e(line) for line in lines) + "</pre>"
 
 
 def render_change(record: ChangeRecord) -> str:

@@ -36,6 +36,8 @@ from tests.recording import Plan, record_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 ODD_NAME = '<img src="x" onerror="alert(1)"> & \x01 odd.sh'
+# As the report shows it: the control character written as an escape, never acted on.
+ODD_SHOWN = ODD_NAME.replace("\x01", "\\u0001")
 # Elements that load or run something, or change where relative URLs point.
 LOADING_TAGS = {"script", "link", "img", "iframe", "frame", "object", "embed", "base", "svg"}
 LOADING_TAGS |= {"video", "audio", "source", "track", "picture", "input", "form", "portal"}
@@ -241,7 +243,8 @@ def test_the_report_is_self_contained_and_holds_every_change(
 
     for change in record.changes:
         text = report.section_text(f"change-{change.id}")
-        for value in (change.target, change.collection, change.key, change.kind, iso(change.at)):
+        key = ODD_SHOWN if change.key == ODD_NAME else change.key
+        for value in (change.target, change.collection, key, change.kind, iso(change.at)):
             assert value in text, (change.id, value)
         assert change.hash in text
         assert change.prev_hash in text
@@ -255,7 +258,7 @@ def test_the_report_is_self_contained_and_holds_every_change(
         assert (json.loads(after) if change.after is not None else None) == change.after
 
     # The odd name is text, whole: no element was made of its markup.
-    assert ODD_NAME in report.section_text(
+    assert ODD_SHOWN in report.section_text(
         next(f"change-{c.id}" for c in record.changes if c.key == ODD_NAME)
     )
 

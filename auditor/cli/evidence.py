@@ -1,7 +1,9 @@
 """The commands that prove and hand over the record: ``verify`` (the history's hash chain)
 and ``export`` (the change history as compliance evidence: JSON, CSV or one HTML file).
 
-It only reads the store: it never audits and never talks to a PBX. The HTML report
+A CSV cell a spreadsheet would run as a formula gets a leading ``'`` (:func:`spreadsheet_cell`);
+the JSON export is exact. It only reads the store: it never audits and never talks to a
+PBX. The HTML report
 (``auditor.report``, which needs the store) is imported only when ``export`` runs.
 """
 
@@ -54,6 +56,19 @@ _CSV_COLUMNS = [
 
 EXPORT_BATCH = 1000
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): a
+# script named "=HYPERLINK(...)" must stay text. Such a cell gets a "'" in front, and so
+# does a cell that starts with "'" itself, so that the rule can be undone exactly: remove
+# the first character of every cell that starts with "'". The JSON export is never altered.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """``value`` as a CSV cell no spreadsheet runs as a formula (see above)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
 
 async def _each_change(
     store: Store, filters: dict[str, Any], length: int
@@ -105,7 +120,7 @@ async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[
         if writer is not None:
             for key in ("before", "after", "fields"):
                 data[key] = json.dumps(data[key], ensure_ascii=False, sort_keys=True)
-            writer.writerow(data)
+            writer.writerow({key: spreadsheet_cell(value) for key, value in data.items()})
         else:
             out.write((",\n" if count else "") + json.dumps(data, ensure_ascii=False))
         count += 1
