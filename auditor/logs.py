@@ -9,7 +9,8 @@ Log lines go to stderr. Alerts are written by :func:`alert_logger` as JSON lines
 whatever the log format, because scripts read them there (``once``).
 
 A last processor drops the value of any key that looks like a credential, so a mistake
-elsewhere cannot print one. This module decides how lines look, never what is logged.
+elsewhere cannot print one; on the console, strings are shown with what is not printable
+escaped (:func:`inert_text`). This module decides how lines look, never what is logged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from auditor.model import Alert
+from auditor.model import Alert, visible
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -44,6 +45,16 @@ def redact_secrets(_logger: WrappedLogger, _name: str, event: EventDict) -> Even
         lowered = key.lower()
         if any(word in lowered for word in _SECRET_KEYS) and event[key] is not None:
             event[key] = _REDACTED
+    return event
+
+
+def inert_text(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """For the console: strings shown with what is not printable escaped, so that a PBX's
+    string in a log line cannot colour, move or retitle the terminal nor break the line
+    (JSON lines escape it themselves)."""
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":
+            event[key] = visible(value)
     return event
 
 
@@ -94,6 +105,7 @@ def configure(
         processors=[
             *_shared_processors(),
             structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,
+            *([inert_text] if fmt == "console" else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from auditor.config import Loaded, load_settings
 from auditor.errors import ConfigError
 from auditor.logs import configure as configure_logs
+from auditor.model import visible
 
 if TYPE_CHECKING:
     from auditor.store import Store
@@ -77,14 +79,20 @@ def _columns(items: Sequence[dict[str, Any]]) -> list[str]:
     return list(columns)
 
 
+def _cell(value: Any) -> Text:
+    # Text, not a string: rich would read "[link=...]" in a PBX's string as its markup, and
+    # a terminal would act on control characters (colours, titles); both are shown inert.
+    return Text("" if value is None else visible(str(value)))
+
+
 def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
 
     table = Table(title=title, title_justify="left")
     columns = _columns(items)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(_cell(column), overflow="fold")
     for item in items:
-        table.add_row(*("" if item.get(c) is None else str(item.get(c)) for c in columns))
+        table.add_row(*(_cell(item.get(c)) for c in columns))
     Console().print(table)
 
 
@@ -93,7 +101,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     Console().print(table)
 
 
