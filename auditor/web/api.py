@@ -27,7 +27,14 @@ from aiohttp import web
 
 from auditor.model import JSON, iso
 from auditor.store import TargetRow
-from auditor.web.cursors import check_known, decode_cursor, page, parse_limit, read_window
+from auditor.web.cursors import (
+    check_known,
+    decode_cursor,
+    page,
+    parse_limit,
+    parse_target,
+    read_window,
+)
 from auditor.web.responses import json_response
 from auditor.web.state import STORE_KEY
 
@@ -56,7 +63,7 @@ async def api_targets(request: web.Request) -> web.Response:
     # A fleet is thousands of rows at most: read them all and page here, in Python's order
     # of names (a database collation may order "pbx-a" and "pbxa" differently).
     rows = sorted(await request.app[STORE_KEY].reads.targets(), key=lambda r: r.name)
-    wanted = query.get("target")
+    wanted = parse_target(query.get("target"))
     items = [
         _target_json(r)
         for r in rows

@@ -3,8 +3,11 @@
 A cursor is opaque to clients: base64url of ``{"k": kind, "a": last}`` (padding stripped),
 ``last`` being the id (the name, for targets) of the last record of the page before.
 ``since`` and ``until`` are ISO 8601 (UTC unless an offset is given) or an age like
-``7d``; ``limit`` is 1..1000, 100 by default. A parameter that does not parse raises
-:class:`~auditor.web.responses.BadRequest` with the one line shown to the client.
+``7d``; ``limit`` is 1..1000, 100 by default; ``target`` is a target's name. A parameter
+that does not parse raises :class:`~auditor.web.responses.BadRequest` with the one short
+line shown to the client; so does one no database could take (a time that is not a UTC
+time of years 1 to 9999, an id beyond the columns' range, a NUL): a hostile query string
+gets a 400, never a 5xx.
 
 This module only reads a request's query string: it touches no store and builds no
 response.
@@ -25,11 +28,20 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from auditor.config import parse_duration
-from auditor.model import JSON, iso, utcnow
+from auditor.model import JSON, iso, utcnow, visible
 from auditor.web.responses import BadRequest
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
+# A cursor this API makes is under 150 characters; a longer one is not one of them, and is
+# refused before it is decoded (a deeply nested JSON document would exhaust the stack).
+MAX_CURSOR: Final = 512
+# Ids are the databases' 32-bit integer columns.
+MAX_ID: Final = 2**31 - 1
+# The name of a [[targets]] table (auditor.config.targets): anything else names no target.
+TARGET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# How much of a refused value an error repeats.
+_SHOWN: Final = 40
 
 _WINDOW_PARAMS: Final = frozenset({"target", "since", "until", "limit", "cursor"})
 
@@ -45,17 +57,22 @@ def encode_cursor(kind: str, last: int | str) -> str:
 
 def decode_cursor(kind: str, cursor: str) -> int | str:
     """The position a cursor of ``kind`` continues after; BadRequest if it is not one."""
+    not_ours = BadRequest("cursor: not a cursor returned by this API")
+    if len(cursor) > MAX_CURSOR:
+        raise not_ours
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError):
-        raise BadRequest("cursor: not a cursor returned by this API") from None
+    except (binascii.Error, ValueError, RecursionError):
+        raise not_ours from None
     if not isinstance(data, dict) or data.get("k") != kind:
         raise BadRequest(f"cursor: not a cursor of /api/v1/{kind}")
     last = data.get("a")
-    expected = str if kind == "targets" else int
-    if not isinstance(last, expected) or isinstance(last, bool):
-        raise BadRequest("cursor: not a cursor returned by this API")
+    if kind == "targets":
+        if not isinstance(last, str) or not TARGET_NAME.fullmatch(last):
+            raise not_ours
+    elif not isinstance(last, int) or isinstance(last, bool) or not 0 <= last <= MAX_ID:
+        raise not_ours
     return last
 
 
@@ -71,8 +88,15 @@ def page(kind: str, items: Sequence[JSON], limit: int, position: Callable[[JSON]
 # -- parameters ----------------------------------------------------------------------------
 
 
+def quoted(text: str) -> str:
+    """A refused value as an error repeats it: quoted, escaped, at most 40 characters."""
+    return repr(text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "...")
+
+
 def parse_when(name: str, text: str) -> datetime:
-    """ISO 8601 (UTC unless it has an offset) or an age like ``7d`` (that long ago)."""
+    """ISO 8601 (UTC unless it has an offset) or an age like ``7d`` (that long ago), as a
+    UTC time; BadRequest for anything else, or for a time whose UTC falls outside years 1
+    to 9999 (``0001-01-01T00:00:00+01:00``)."""
     value = text.strip()
     # A "+" in a query string arrives as a space: "12:00:00+02:00" -> "12:00:00 02:00".
     if "T" in value and " " in value:
@@ -85,17 +109,33 @@ def parse_when(name: str, text: str) -> datetime:
         except (ValueError, OverflowError):
             raise BadRequest(
                 f"{name}: must be an ISO 8601 time like 2026-01-31T12:00:00Z or an age "
-                f"like 7d (got {text!r})"
+                f"like 7d (got {quoted(text)})"
             ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"{name}: {quoted(text)} is outside the years 1 to 9999 in UTC") from None
 
 
 def parse_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
     if not re.fullmatch(r"\s*\d{1,7}\s*", text) or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadRequest(f"limit: must be a whole number from 1 to {MAX_LIMIT} (got {text!r})")
+        raise BadRequest(
+            f"limit: must be a whole number from 1 to {MAX_LIMIT} (got {quoted(text)})"
+        )
     return int(text)
+
+
+def parse_target(text: str | None) -> str | None:
+    """``target``: a target's name (a value no target can have is refused, not searched)."""
+    if text is not None and not TARGET_NAME.fullmatch(text):
+        raise BadRequest(
+            f"target: not a target name (letters, digits, '.', '_', '-'; got {quoted(text)})"
+        )
+    return text
 
 
 def check_known(query: MultiMapping[str], allowed: frozenset[str], path: str) -> None:
@@ -103,7 +143,9 @@ def check_known(query: MultiMapping[str], allowed: frozenset[str], path: str) ->
     for name in query:
         if name not in allowed:
             known = ", ".join(sorted(allowed))
-            raise BadRequest(f"{name}: not a parameter of {path} (known: {known})")
+            raise BadRequest(
+                f"{visible(name[:_SHOWN])}: not a parameter of {path} (known: {known})"
+            )
     for name in allowed:
         if len(query.getall(name, ())) > 1:
             raise BadRequest(f"{name}: given more than once")
@@ -128,7 +170,7 @@ def read_window(request: web.Request, kind: str) -> Window:
         raise BadRequest(f"until: is before since ({iso(until)} < {iso(since)})")
     after = decode_cursor(kind, query["cursor"]) if "cursor" in query else None
     return Window(
-        target=query.get("target"),
+        target=parse_target(query.get("target")),
         since=since,
         until=until,
         limit=parse_limit(query.get("limit")),

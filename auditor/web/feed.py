@@ -7,7 +7,8 @@ Identifiers are tag URIs (RFC 4151) that never change for the same record: the f
 (``<id>`` the alert event's id). ``<instance>`` is ``make_app(feed_instance=...)`` or, by
 default, ``db-`` and 16 hex digits of the SHA-256 of the database URL as displayed
 (password masked): replicas sharing one database through the same URL publish the same
-feed. The self link is built from the request (behind a proxy, from its ``Host`` header).
+feed. The self link is built from the request (behind a proxy, from its ``Host`` header; the
+path alone when that is no host name).
 The response has an ``ETag``; a matching ``If-None-Match`` gets a 304.
 
 :func:`render_feed` is pure (the same alerts always give the same bytes); the handler only
@@ -28,7 +29,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from auditor.model import Alert, FieldChange, iso, visible
-from auditor.web.cursors import check_known, parse_limit
+from auditor.web.cursors import check_known, parse_limit, parse_target
 from auditor.web.state import FEED_INSTANCE_KEY, STORE_KEY
 
 FEED_PATH: Final = "/feed.atom"
@@ -145,16 +146,25 @@ def render_feed(alerts: Sequence[Alert], *, instance: str, self_url: str) -> byt
     return document
 
 
+def _self_url(request: web.Request) -> str:
+    try:
+        return str(request.url)
+    except ValueError:
+        # A Host header no URL can hold (not a host name at all): the link is the path
+        # alone, relative to wherever the reader fetched the feed from.
+        return str(request.rel_url)
+
+
 async def atom_feed(request: web.Request) -> web.StreamResponse:
     query = request.rel_url.query
     check_known(query, _FEED_PARAMS, request.path)
     found = await request.app[STORE_KEY].reads.alert_events(
-        query.get("target"), limit=parse_limit(query.get("limit")), newest_first=True
+        parse_target(query.get("target")), limit=parse_limit(query.get("limit")), newest_first=True
     )
     # The newest recorded, shown newest by time: targets audited side by side can record
     # an event a moment older than the one recorded just before it.
     found.sort(key=lambda a: (a.at, a.id), reverse=True)
-    body = render_feed(found, instance=request.app[FEED_INSTANCE_KEY], self_url=str(request.url))
+    body = render_feed(found, instance=request.app[FEED_INSTANCE_KEY], self_url=_self_url(request))
     etag = hashlib.sha256(body).hexdigest()[:32]
     headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
     wanted = request.if_none_match
