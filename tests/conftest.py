@@ -295,10 +295,16 @@ DaemonSpawner = Callable[..., Awaitable[Daemon]]
 @pytest.fixture
 async def spawn_daemon() -> AsyncIterator[DaemonSpawner]:
     """``await spawn_daemon(config_path, env={...})`` starts ``python -m auditor run``;
-    daemons still running at the end of the test are killed."""
+    daemons still running at the end of the test are killed. ``preexec`` runs in the
+    child before the daemon (e.g. to lower its resource limits)."""
     started: list[Daemon] = []
 
-    async def spawn(config: Path, *, env: Mapping[str, str] | None = None) -> Daemon:
+    async def spawn(
+        config: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> Daemon:
         environ = {k: v for k, v in os.environ.items() if k not in _DAEMON_ENV_DROP}
         environ = {k: v for k, v in environ.items() if not k.startswith("AUDITOR_")}
         environ.update(env or {})
@@ -312,6 +318,7 @@ async def spawn_daemon() -> AsyncIterator[DaemonSpawner]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=environ,
+            preexec_fn=preexec,
         )
         assert proc.stdout is not None
         assert proc.stderr is not None

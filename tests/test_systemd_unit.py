@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
-from auditor.config import DEFAULT_PATHS, DatabaseSettings
+from auditor.config import DEFAULT_PATHS, DatabaseSettings, Settings
+from auditor.service.daemon import descriptor_reserve
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "3cx-auditor.service"
 INSTALLED_COMMAND = "/usr/local/bin/3cx-auditor"
@@ -117,6 +118,11 @@ def test_unit_declares_the_daemon_contract() -> None:
     assert "@system-service" in unit["SystemCallFilter"]
     # systemd SIGKILLs at TimeoutStopSec: it must leave room for the daemon's drain.
     assert int(single["TimeoutStopSec"]) > 60
+    # Descriptors for the largest fleet the config allows (max_concurrent 1000) and the
+    # default connection limit, with the daemon's headroom (auditor.web.limits).
+    settings = Settings(audit={"max_concurrent": 1000})
+    needed = descriptor_reserve(settings) + 2 * settings.http.max_connections
+    assert int(single["LimitNOFILE"]) >= needed
 
 
 def test_unit_paths_match_the_program_defaults() -> None:

@@ -10,6 +10,7 @@ written here.
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
 import shutil
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -33,6 +35,7 @@ from auditor.model import ALERT_KINDS, iso, utcnow
 from auditor.store import Store
 from auditor.web.app import base_url, make_app, start_http
 from auditor.web.cursors import encode_cursor
+from auditor.web.limits import OUT_OF_DESCRIPTORS_FOR_S, accept_guard
 from auditor.web.state import ServiceState
 from tests.recording import Plan, Recording, record_in_thread
 
@@ -163,6 +166,7 @@ async def test_readyz_follows_the_state(served: Served) -> None:
         "migrations": False,
         "scheduler": False,
         "draining": False,
+        "descriptors": True,
     }
 
     served.state.database_ok = served.state.migrations_at_head = True
@@ -173,7 +177,13 @@ async def test_readyz_follows_the_state(served: Served) -> None:
     assert body == {
         "replica": "host-1",
         "status": "ready",
-        "checks": {"database": True, "migrations": True, "scheduler": True, "draining": False},
+        "checks": {
+            "database": True,
+            "migrations": True,
+            "scheduler": True,
+            "draining": False,
+            "descriptors": True,
+        },
     }
 
     served.state.draining = True
@@ -184,6 +194,30 @@ async def test_readyz_follows_the_state(served: Served) -> None:
     served.state.scheduler_running = False
     status, body, _ = await served.get("/readyz")
     assert (status, body["checks"]["scheduler"]) == (503, False)
+
+
+async def test_readyz_says_when_accept_ran_out_of_descriptors(serve_app: ServeApp) -> None:
+    state = ready_state()
+    served = await serve_app(state=state)
+    assert (await served.get("/readyz"))[0] == 200
+    # What asyncio's accept loop hands the loop's exception handler, hundreds of times a
+    # second while the process has no descriptor left (CPython issue 151615).
+    loop = asyncio.get_running_loop()
+    guard = accept_guard(state)
+    context = {
+        "message": "socket.accept() out of system resource",
+        "exception": OSError(errno.EMFILE, "Too many open files"),
+    }
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(1000):
+            guard(loop, context)
+    assert [line["event"] for line in logged] == ["http.out_of_descriptors"]
+    status, body, _ = await served.get("/readyz")
+    assert (status, body["checks"]["descriptors"]) == (503, False)
+    # A minute later, with descriptors free again, it is ready again.
+    assert state.out_of_descriptors_at is not None
+    state.out_of_descriptors_at -= OUT_OF_DESCRIPTORS_FOR_S
+    assert (await served.get("/readyz"))[0] == 200
 
 
 async def test_readyz_needs_the_schema_at_head(serve_app: ServeApp, tmp_path: Path) -> None:

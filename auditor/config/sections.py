@@ -64,6 +64,10 @@ class AuditSettings(Section):
 class HttpSettings(Section):
     listen: str = "127.0.0.1:9337"
     token: SecretStr | None = None
+    # At most this many connections at once (fewer when the descriptor limit is low); a
+    # connection without a whole request for idle_timeout is closed.
+    max_connections: Annotated[int, between(1, 100_000)] = 100
+    idle_timeout: PositiveDuration = timedelta(seconds=15)
 
     @field_validator("listen")
     @classmethod

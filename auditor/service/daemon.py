@@ -56,13 +56,20 @@ from auditor.service.status import Status
 from auditor.service.systemd import Notifier, watchdog
 from auditor.store import ClaimedTarget, Store
 from auditor.store.lock import SqliteLock
-from auditor.web import ServiceState, make_app, start_http
+from auditor.web import ServiceState, accept_guard, fit_connections, make_app, start_http
 
 log = structlog.get_logger("auditor.service")
 
 # Cancelled audits record their run as failed before they end; this bounds the wait for
 # that when the database does not answer.
 CANCEL_WAIT_S = 10.0
+
+
+def descriptor_reserve(settings: Settings) -> int:
+    """File descriptors kept for the daemon's own work, not for HTTP clients: a few for
+    the process, the database and the sinks, and four for each audit running at once
+    (its connections to the PBX, the database's files)."""
+    return 32 + 4 * settings.audit.max_concurrent
 
 
 class Service:
@@ -123,6 +130,8 @@ class Service:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
+        # accept() out of descriptors: one log line a minute and /readyz told, not a flood.
+        loop.set_exception_handler(accept_guard(self.state))
         lock: SqliteLock | None = None
         runner: web.AppRunner | None = None
         pinger: asyncio.Task[None] | None = None
@@ -150,7 +159,15 @@ class Service:
                 metrics=self.metrics,
                 token=self._settings.http.token,
             )
-            runner = await start_http(app, self._settings.http.listen)
+            http = self._settings.http
+            runner = await start_http(
+                app,
+                http.listen,
+                max_connections=fit_connections(
+                    http.max_connections, reserve=descriptor_reserve(self._settings)
+                ),
+                idle_timeout=http.idle_timeout.total_seconds(),
+            )
             settle_heap()
             self._start_scheduler()
             self._notify.send("READY=1", f"STATUS={self._status.text()}")
@@ -172,6 +189,7 @@ class Service:
             await self._close(runner, pinger)
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            loop.set_exception_handler(None)
             if lock is not None:
                 lock.release()
         log.info("service.stopped", replica=self.owner)

@@ -2,8 +2,8 @@
 
 An invalid configuration is refused with every problem logged, and the old one is kept.
 A valid one is compared with the one in force: which targets were added, removed or
-changed, and which keys cannot change without a restart (``database.url``,
-``http.listen``, ``http.token``, ``log``): those keep their old values, with a warning.
+changed, and which keys cannot change without a restart (``database.url``, ``http``,
+``log``): those keep their old values, with a warning.
 The daemon applies the result (:meth:`auditor.service.daemon.Service.reload`).
 
 This module only reads the configuration file and logs: it never touches the store, the
@@ -58,6 +58,8 @@ def plan_reload(config_path: Path | None, old: Settings) -> Reload | None:
             ("database.url", old.database.url, new.database.url),
             ("http.listen", old.http.listen, new.http.listen),
             ("http.token", old.http.token, new.http.token),
+            ("http.max_connections", old.http.max_connections, new.http.max_connections),
+            ("http.idle_timeout", old.http.idle_timeout, new.http.idle_timeout),
             ("log", old.log, new.log),
         )
         if was != now

@@ -4,7 +4,8 @@
 
     GET /livez      200 {"status": "ok"} while the event loop answers
     GET /readyz     200 when the database answers (checked live, 2 s), its schema is at
-                    head, the scheduler runs and the daemon is not draining; else 503.
+                    head, the scheduler runs, the daemon is not draining and has file
+                    descriptors to spare; else 503.
                     {"status": "ready"|"not ready", "checks": {...}, ...detail}
     GET /metrics    Prometheus text exposition
     GET /api/v1/targets | runs | changes | alerts
@@ -15,6 +16,7 @@ One module per job, each importing only those above it here:
 
 - :mod:`~auditor.web.state`: :class:`ServiceState` and the keys of the app's state;
 - :mod:`~auditor.web.responses`: JSON answers, JSON errors and the middleware making them;
+- :mod:`~auditor.web.limits`: what one client can hold (connections, idle time, descriptors);
 - :mod:`~auditor.web.cursors`: cursors and the query parameters the API and feed share;
 - :mod:`~auditor.web.probes`: ``/livez``, ``/readyz`` and ``/metrics``;
 - :mod:`~auditor.web.api`: the JSON API (how it pages is described there);
@@ -47,6 +49,7 @@ from auditor.web.feed import (
     feed_id,
     render_feed,
 )
+from auditor.web.limits import accept_guard, fit_connections
 from auditor.web.probes import READY_TIMEOUT_S
 from auditor.web.state import FEED_INSTANCE_KEY, METRICS_KEY, STATE_KEY, STORE_KEY, ServiceState
 
@@ -64,6 +67,7 @@ __all__ = [
     "STORE_KEY",
     "TAG_PREFIX",
     "ServiceState",
+    "accept_guard",
     "base_url",
     "decode_cursor",
     "default_feed_instance",
@@ -71,6 +75,7 @@ __all__ = [
     "entry_id",
     "entry_title",
     "feed_id",
+    "fit_connections",
     "make_app",
     "parse_limit",
     "parse_when",

@@ -21,6 +21,7 @@ from auditor.store import Store
 from auditor.web.api import api_alerts, api_changes, api_runs, api_targets
 from auditor.web.auth import bearer_middleware
 from auditor.web.feed import FEED_PATH, atom_feed, default_feed_instance
+from auditor.web.limits import CappedRunner, listen_backlog
 from auditor.web.probes import livez, metrics_endpoint, readyz
 from auditor.web.responses import errors_middleware
 from auditor.web.state import (
@@ -86,17 +87,36 @@ def split_listen(listen: str) -> tuple[str | None, int]:
     return host or None, int(port)
 
 
-async def start_http(app: web.Application, listen: str) -> web.AppRunner:
+# [http] max_connections and idle_timeout by default.
+MAX_CONNECTIONS: Final = 100
+IDLE_TIMEOUT_S: Final = 15.0
+
+
+async def start_http(
+    app: web.Application,
+    listen: str,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+) -> web.AppRunner:
     """Serve ``app`` on ``listen`` (``host:port``); the caller ends it with ``runner.cleanup()``.
 
-    Access logs are off (probes and scrapes every few seconds would drown the journal) and
-    signals are left to the daemon.
+    At most ``max_connections`` at once, each closed after ``idle_timeout`` seconds without
+    a whole request (see :mod:`auditor.web.limits`). Access logs are off (probes and
+    scrapes every few seconds would drown the journal) and signals are left to the daemon.
     """
     host, port = split_listen(listen)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = CappedRunner(
+        app,
+        limit=max_connections,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=5.0,
+        keepalive_timeout=idle_timeout,
+    )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, backlog=listen_backlog(max_connections)).start()
     except OSError as exc:
         await runner.cleanup()
         reason = exc.strerror or str(exc) or type(exc).__name__

@@ -4,7 +4,8 @@
 
     GET /livez      200 {"status": "ok"} while the event loop answers
     GET /readyz     200 when the database answers (checked live, 2 s), its schema is at
-                    head, the scheduler runs and the daemon is not draining; else 503.
+                    head, the scheduler runs, the daemon is not draining and it has file
+                    descriptors to spare (and had, the last minute); else 503.
                     {"status": "ready"|"not ready", "checks": {...}, ...detail}
     GET /metrics    Prometheus text exposition
 
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from auditor.errors import StoreError
 from auditor.model import JSON
+from auditor.web.limits import descriptors_ok
 from auditor.web.responses import json_response
 from auditor.web.state import METRICS_KEY, STATE_KEY, STORE_KEY
 
@@ -47,8 +49,10 @@ async def readyz(request: web.Request) -> web.Response:
         "migrations": state.migrations_at_head and at_head,
         "scheduler": state.scheduler_running,
         "draining": state.draining,
+        "descriptors": descriptors_ok(state),
     }
     ready = checks["database"] and checks["migrations"] and checks["scheduler"]
+    ready = ready and checks["descriptors"]
     ready = ready and not state.draining
     body: JSON = {**state.detail, "status": "ready" if ready else "not ready", "checks": checks}
     return json_response(body, status=200 if ready else 503)

@@ -23,6 +23,8 @@ class ServiceState:
     ``database_ok`` and ``migrations_at_head`` are the daemon's own view after start-up;
     ``/readyz`` confirms both with a live query, so a database lost later shows too.
     ``detail`` is merged into the ``/readyz`` body (e.g. ``{"replica": "host-1"}``).
+    ``out_of_descriptors_at`` is when (``time.monotonic()``) accepting a connection last
+    failed for want of a file descriptor.
     """
 
     database_ok: bool = False
@@ -30,6 +32,7 @@ class ServiceState:
     scheduler_running: bool = False
     draining: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    out_of_descriptors_at: float | None = None
 
 
 STORE_KEY: Final = web.AppKey("store", Store)
