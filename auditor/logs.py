@@ -48,12 +48,18 @@ def redact_secrets(_logger: WrappedLogger, _name: str, event: EventDict) -> Even
     return event
 
 
+# structlog's console renderer shows a string holding one of these as its repr(), which
+# escapes what is not printable by itself; any other string, and the event, as they are.
+_QUOTED = frozenset(" \t=\r\n\"'")
+
+
 def inert_text(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     """For the console: strings shown with what is not printable escaped, so that a PBX's
     string in a log line cannot colour, move or retitle the terminal nor break the line
     (JSON lines escape it themselves)."""
     for key, value in event.items():
-        if isinstance(value, str) and key != "exception":
+        shown_raw = isinstance(value, str) and (key == "event" or not _QUOTED.intersection(value))
+        if shown_raw and not value.isprintable():
             event[key] = visible(value)
     return event
 
