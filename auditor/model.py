@@ -64,7 +64,8 @@ def visible(text: str) -> str:
     (``\\U000e0041`` beyond the first plane); printable text of any script is kept as it
     is. A string from a PBX shown in a line of text then can neither break the line, nor
     colour or retitle a terminal, nor reorder what is read. Applied to JSON text (which
-    already escapes the C0 controls and the backslash) the result is still the same JSON.
+    already escapes the C0 controls and the backslash) the result is still the same JSON,
+    but for a character beyond the first plane (``\\U`` is not JSON).
     """
     if text.isprintable():
         return text

@@ -18,6 +18,10 @@ Two families of alerts:
 
 Script-level conditions are judged only on complete runs: a failed run knows nothing about
 the scripts, so it neither resolves nor repeats their alerts.
+
+A message is one line of text: a PBX's strings in it (keys, values, error texts) have what
+is not printable written as an escape (:func:`~auditor.model.visible`); the alert's ``key``
+and ``fields`` keep them exact.
 """
 
 from __future__ import annotations

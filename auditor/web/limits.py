@@ -118,7 +118,8 @@ class CappedRunner(web.AppRunner):
         self._limit = limit
 
     async def _make_server(self) -> web.Server:
-        # aiohttp builds its server (starting the app up); the same server, capped.
+        # aiohttp builds its server (starting the app up); the same server, capped. Its
+        # keyword arguments (keepalive_timeout, access logging) are only kept privately.
         made = await super()._make_server()
         return CappedServer(
             made.request_handler,
