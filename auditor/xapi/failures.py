@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -145,16 +146,54 @@ def transport_error(
 
 
 def parse_json(body: bytes, what: str, page: int | None, *, target: str, scrub: Scrub) -> Any:
-    """The parsed body, or a :class:`BadResponseError` quoting its start."""
+    """The parsed body, or a :class:`BadResponseError` quoting its start; also for JSON
+    nested beyond what Python parses, and for a string no database can store."""
     try:
-        return json.loads(body)
-    except ValueError:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
         snippet = body[:_SNIPPET].decode("utf-8", "replace").replace("\n", " ")
         raise BadResponseError(
             f"{what}: answer is not JSON ({len(body)} bytes: {scrub(snippet)!r})",
             target=target,
             page=page,
         ) from None
+    if _UNSTORABLE_ESCAPE.search(body) and not _storable(data):
+        raise BadResponseError(
+            f"{what}: answer holds a string no database can store "
+            "(a NUL, or half of a UTF-16 surrogate pair)",
+            target=target,
+            page=page,
+        )
+    return data
+
+
+# A NUL, or a UTF-16 surrogate, written as a JSON escape: JSON allows both, but PostgreSQL's
+# text holds no NUL and neither database stores a string that is not Unicode (half a pair).
+# Only an answer holding such an escape (a whole pair is fine) is searched.
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _storable(data: Any) -> bool:
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value or (not value.isascii() and _not_unicode(value)):
+                return False
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return True
+
+
+def _not_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def login_failure(

@@ -138,6 +138,8 @@ class PlainPbx:
     scripts: int = 250
     page_cap: int = 30
     count: bool = True
+    # The file names listed, when not script-0000.sh, script-0001.sh, ...
+    names: list[str] | None = None
     seen: list[Seen] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
 
@@ -163,7 +165,7 @@ class PlainPbx:
             )
         skip = int(request.query.get("$skip", "0"))
         top = min(int(request.query.get("$top", "100")), self.page_cap)
-        names = [f"script-{n:04d}.sh" for n in range(self.scripts)]
+        names = self.names or [f"script-{n:04d}.sh" for n in range(self.scripts)]
         body: dict[str, Any] = {"value": [{"Filename": n} for n in names[skip : skip + top]]}
         if self.count and request.query.get("$count") == "true":
             body["@odata.count"] = self.scripts

@@ -7,10 +7,19 @@ import io
 import socket
 
 import pytest
+from aiohttp import web
 
 from auditor.errors import BadResponseError, UnavailableError
 from auditor.simulator.pbx import DownMode
-from tests.xapi.support import Hq, assert_clean, log_events, make_client, make_target
+from tests.xapi.support import (
+    Hq,
+    PlainPbx,
+    assert_clean,
+    log_events,
+    make_client,
+    make_target,
+    served_plain,
+)
 
 # A deprecated call in the client would break on the next release of its dependency.
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
@@ -217,3 +226,46 @@ async def test_a_pbx_going_down_mid_listing_names_the_page(hq: Hq) -> None:
         error = await hq.failure(client.list_failover_scripts(), UnavailableError)
 
     assert str(error).startswith("hq, page 1: GetFailoverScripts: HTTP 503")
+
+
+# -- answers no database can store -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hostile", ["half\ud800pair.sh", "low\udc00half.sh", "nul\x00.sh"])
+async def test_a_string_no_database_can_store_fails_the_listing_in_one_line(hostile: str) -> None:
+    # JSON can carry a NUL and half a surrogate pair as escapes; PostgreSQL's text cannot
+    # hold the one, neither database a string that is not Unicode.
+    names = ["a.sh", hostile, "z.sh"]
+    plain = PlainPbx(scripts=len(names), names=names)
+    async with served_plain(plain) as url, make_client(make_target(url)) as client:
+        with pytest.raises(BadResponseError) as caught:
+            await client.list_failover_scripts()
+    assert str(caught.value) == (
+        "hq, page 1: GetFailoverScripts: answer holds a string no database can store "
+        "(a NUL, or half of a UTF-16 surrogate pair)"
+    )
+
+
+async def test_escaped_pairs_and_backslashes_are_listed_exactly() -> None:
+    names = ["smile \U0001f600.sh", "a\\u0000b.sh", "\\ud800.sh", "caf\u00e9.sh"]
+    plain = PlainPbx(scripts=len(names), names=names)
+    async with served_plain(plain) as url, make_client(make_target(url)) as client:
+        listing = await client.list_failover_scripts()
+    assert sorted(item["Filename"] for item in listing.items) == sorted(names)
+
+
+class DeepPbx(PlainPbx):
+    """Answers the listing with JSON nested deeper than Python parses."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path.endswith("GetFailoverScripts()"):
+            await super().handle(request)  # checks the token, records the request
+            return web.Response(body=b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+        return await super().handle(request)
+
+
+async def test_json_nested_beyond_what_python_parses_is_not_json() -> None:
+    async with served_plain(DeepPbx()) as url, make_client(make_target(url)) as client:
+        with pytest.raises(BadResponseError) as caught:
+            await client.list_failover_scripts()
+    assert str(caught.value).startswith("hq, page 1: GetFailoverScripts: answer is not JSON")
