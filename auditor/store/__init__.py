@@ -19,6 +19,7 @@ from auditor.store.records import (
     RunOutcome,
     RunStart,
     TargetRow,
+    TargetStatus,
     VerifyResult,
     change_hash,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ScheduleStore",
     "Store",
     "TargetRow",
+    "TargetStatus",
     "VerifyResult",
     "change_hash",
     "display_url",
