@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from auditor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, open_store
+from auditor.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    check_targets,
+    load,
+    open_store,
+)
 from auditor.config import Loaded
 from auditor.errors import ConfigError
 from auditor.logs import alert_printer
@@ -108,6 +115,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     from auditor.store.lock import SqliteLock
 
     loaded = load(args, require_targets=True)
+    check_targets(args.target or (), [t.name for t in loaded.settings.targets])
     reports: list[DeliveryReport] = []
     try:
         # Beside a daemon on the same SQLite file, both would audit the same targets.

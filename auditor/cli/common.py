@@ -1,5 +1,6 @@
 """What the command families share: exit codes, the usage-error parser, loading the
-settings for a command, opening the store, and printing (JSON, tables).
+settings for a command, opening the store, checking ``--target`` names, and printing: JSON,
+a table on a terminal, one tab-separated line per record into a pipe or a file.
 
 It runs no command and registers none. It never imports aiohttp, Alembic, Apprise or the
 simulator at module level, and SQLAlchemy only inside ``open_store``: the parser imports
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auditor.config import Loaded, load_settings
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, QueryError
 from auditor.logs import configure as configure_logs
 
 if TYPE_CHECKING:
@@ -97,6 +99,56 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     Console().print(table)
 
 
+def terminal() -> bool:
+    """Whether stdout is a terminal: a table for a person there, else lines for a program."""
+    return sys.stdout.isatty()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # One record per line, one field per tab, whatever a value holds.
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def print_lines(rows: Sequence[Sequence[Any]]) -> None:
+    """One line per row, its values separated by tabs, never wrapped or cut: for a pipe.
+
+    No header, so every line is a record. ``None`` is empty; a string is written as it
+    is (tabs and line breaks in it as ``\\t``, ``\\n``, ``\\r``); other values as JSON.
+    """
+    stream = out()
+    for row in rows:
+        stream.write("\t".join(_cell(v) for v in row) + "\n")
+    stream.flush()
+
+
+def note_cut(command: str, shown: int, total: int) -> None:
+    """Say on stderr that ``--limit`` left records out (stdout stays the records alone)."""
+    if total > shown:
+        print(f"{command}: newest {shown} of {total} (--limit 0 for all)", file=sys.stderr)
+
+
+def check_targets(names: Sequence[str], known: Sequence[str]) -> None:
+    """QueryError for the first of ``names`` that is not ``known``, listing the known ones."""
+    for name in names:
+        if name in known:
+            continue
+        shown = sorted(set(known))
+        listed = ", ".join(shown[:20]) + (f" and {len(shown) - 20} more" if len(shown) > 20 else "")
+        close = difflib.get_close_matches(name, shown, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise QueryError(f"--target: no target named {name!r} (known: {listed or 'none'}){hint}")
+
+
+def _target_names(args: argparse.Namespace) -> list[str]:
+    value = getattr(args, "target", None)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def load(
     args: argparse.Namespace, *, require_targets: bool = False, daemon: bool = False
 ) -> Loaded:
@@ -127,13 +179,22 @@ async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
     return store
 
 
-def read(args: argparse.Namespace, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Load the settings, open (and migrate) the store, run ``work`` on it, close it."""
-    loaded = load(args)
+def read(
+    args: argparse.Namespace, work: Callable[[Store], Awaitable[T]], *, loaded: Loaded | None = None
+) -> T:
+    """Load the settings, open (and migrate) the store, check ``args.target`` (when the
+    command has one) against the configured and the recorded targets, run ``work`` on the
+    store, close it. ``loaded``: settings the command loaded already."""
+    settings = loaded if loaded is not None else load(args)
 
     async def run() -> T:
-        store = await open_store(loaded)
+        store = await open_store(settings)
         try:
+            names = _target_names(args)
+            if names:
+                # A target that left the configuration keeps its record: both are known.
+                recorded = [t.name for t in await store.reads.targets()]
+                check_targets(names, [t.name for t in settings.settings.targets] + recorded)
             return await work(store)
         finally:
             await store.close()
