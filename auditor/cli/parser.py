@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from auditor import __version__
-from auditor.cli import audit, evidence, live, record, service, sim
+from auditor.cli import audit, evidence, live, record, service, sim, status
 from auditor.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
 
@@ -37,6 +37,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     service.add_db,
     audit.add_once,
     service.add_run,
+    status.add_status,
     record.add_runs,
     record.add_history,
     record.add_alerts,
