@@ -234,6 +234,7 @@ async def test_a_terminal_still_gets_a_table(story: Story) -> None:
     )
     os.close(follower)
     _, err = await asyncio.wait_for(proc.communicate(), 60)
+    _close_transport(proc)
     shown = b""
     while True:
         try:
@@ -337,8 +338,17 @@ async def _spawn(
         preexec_fn=limit,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
+    _close_transport(proc)
     assert proc.returncode is not None
     return proc.returncode, err.decode()
+
+
+def _close_transport(proc: asyncio.subprocess.Process) -> None:
+    # As tests/clirun.py does: Python 3.11 would close it when collected, maybe after the
+    # test's event loop has closed, and fail there.
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 async def test_export_to_a_path_it_cannot_write_is_one_line(story: Story, tmp_path: Path) -> None:
