@@ -39,6 +39,7 @@ LONG_NAME = "post-failover-restore-sip-trunks-and-notify-the-noc-on-call-rotatio
 LONG_NAME += "x" * (87 - len(LONG_NAME)) + ".sh"
 assert len(LONG_NAME) == 90
 KNOWN = "(known: pbx-br, pbx-hq, pbx-idle)"
+SETTINGS_CHANGED = ("Mode", "Condition", "Interval", "TestTunnel")
 
 
 def write_config(path: Path, db_url: str, base: str, names: tuple[str, ...]) -> Path:
@@ -100,7 +101,12 @@ async def _make_story(folder: Path) -> Story:
         hq.add_script(LONG_NAME, state="Connected")
         hq.remove_script(removed)
         hq.remove_script(pre_start)
-        hq.update_settings(Mode="Passive" if hq.settings["Mode"] == "Active" else "Active")
+        hq.update_settings(
+            Mode="Passive" if hq.settings["Mode"] == "Active" else "Active",
+            Condition="AnyService" if hq.settings["Condition"] == "AllService" else "AllService",
+            Interval=hq.settings["Interval"] + 30,
+            TestTunnel=not hq.settings["TestTunnel"],
+        )
         hq.set_state(disconnected, "Disconnected")
         steps.append(
             await cli("once", "--target", "pbx-hq", "--target", "pbx-br", "--fail-on", "critical")
@@ -154,24 +160,25 @@ async def test_piped_history_is_one_unbroken_line_per_change(story: Story) -> No
     lines = fields(piped)
     assert len(lines) == len(story.history)
     for line, change in zip(lines, story.history, strict=True):
-        assert line[:6] == [
+        assert line[:7] == [
             str(change["id"]),
             change["at"],
             change["target"],
             change["kind"],
+            "yes" if change["baseline"] else "",
             change["collection"],
             change["key"],
         ]
-        assert len(line) == 7
+        assert len(line) == 8
     long = [line for line in lines if LONG_NAME in "\t".join(line)]
-    assert [line[5] for line in long] == [LONG_NAME]
-    # Every changed field, not the first three: the settings change lists the mode.
+    assert [line[6] for line in long] == [LONG_NAME]
+    # Every changed field, where a table shows three and "(+1)".
     settings = next(
         line
         for line in lines
-        if line[4] == SETTINGS and line[3] == "changed" and line[2] == "pbx-hq"
+        if line[5] == SETTINGS and line[3] == "changed" and line[2] == "pbx-hq"
     )
-    assert settings[6].startswith("Mode: ")
+    assert [f.split(": ")[0] for f in settings[7].split(", ")] == sorted(SETTINGS_CHANGED)
     assert piped.stderr == ""
 
 

@@ -89,7 +89,7 @@ def write_config(path: Path, url: str) -> Path:
         f'url = "{url}"\n'
         'client_id = "auditor"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
-        # Retries are the client's business (tests/test_xapi.py); here they would only wait.
+        # Retries are the client's business (tests/xapi/); here they would only wait.
         "retries = 0\n",
         encoding="utf-8",
     )

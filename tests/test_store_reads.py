@@ -88,6 +88,7 @@ async def test_read_side_filters_and_cursors(store: Store) -> None:
         "collection",
         "key",
         "kind",
+        "baseline",
         "before",
         "after",
         "fields",
@@ -96,6 +97,21 @@ async def test_read_side_filters_and_cursors(store: Store) -> None:
         "prev_hash",
     }
     assert as_json["prev_hash"] == GENESIS_HASH
+    # Each target's first complete run is its baseline, pbx-branch's after pbx-hq's changes;
+    # the mark is the same whatever window is read.
+    baselines = {hq_runs[0], branch_run}
+    everything = await store.reads.changes(limit=None)
+    assert {(c.run_id, c.baseline) for c in everything} == {
+        (run, run in baselines) for run in [*hq_runs, branch_run]
+    }
+    for part in (
+        await store.reads.changes("pbx-branch", limit=None),
+        await store.reads.changes(newest_first=True, limit=3),
+        await store.reads.changes(run_id=branch_run),
+        await store.reads.changes(after_id=2, before_id=5),
+    ):
+        assert part
+        assert all(c.baseline is (c.run_id in baselines) for c in part)
     late = await store.reads.changes(since=T0 + timedelta(hours=2))
     assert {c.run_id for c in late} == {hq_runs[2], hq_runs[3], hq_runs[4], branch_run}
 

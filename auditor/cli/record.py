@@ -159,10 +159,19 @@ def cmd_history(args: argparse.Namespace) -> int:
         print_json([c.as_json() for c in found])
     elif terminal():
         rows = [
-            (c.id, _short(c.at), c.target, c.kind, c.collection, c.key, _fields_text(c.fields))
+            (
+                c.id,
+                _short(c.at),
+                c.target,
+                c.kind,
+                "yes" if c.baseline else "",
+                c.collection,
+                c.key,
+                _fields_text(c.fields),
+            )
             for c in found
         ]
-        columns = ["id", "at (UTC)", "target", "kind", "collection", "key", "fields"]
+        columns = ["id", "at (UTC)", "target", "kind", "baseline", "collection", "key", "fields"]
         print_table("history", columns, rows)
     else:
         print_lines(
@@ -172,6 +181,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     _full(c.at),
                     c.target,
                     c.kind,
+                    "yes" if c.baseline else "",
                     c.collection,
                     c.key,
                     _fields_text(c.fields, None),
@@ -417,8 +427,9 @@ def add_history(commands: Commands) -> None:
         help="the change history",
         description=_lines(
             "change",
-            "id, at (ISO 8601), target, kind, collection, key, fields (every changed field, "
-            "as field: old -> new)",
+            "id, at (ISO 8601), target, kind, baseline ('yes' for a record of a target's "
+            "first complete run), collection, key, fields (every changed field, as "
+            "field: old -> new)",
         ),
     )
     record_options(sub)

@@ -4,7 +4,8 @@ Targets, runs, alert events and the history, each in id order with the same wind
 (``target``, ``since``/``until``, ``after_id``/``before_id``, ``limit``, ``newest_first``);
 the filters of the history and the alerts (:mod:`auditor.store.filters`) and how many
 records a filter matches; the snapshot at any complete run, rebuilt from the versions
-(:mod:`auditor.store.history`); the chain's head and its verification; where each target
+(:mod:`auditor.store.history`); which changes are a target's baseline (derived from the
+chain, see :data:`BASELINE`); the chain's head and its verification; where each target
 stands (``status``); the fleet's health for the gauges.
 
 This part never writes, and nothing in it takes a lock.
@@ -35,6 +36,23 @@ from auditor.store.records import (
 from auditor.store.schema import alert_events, alerts, chain, changes, runs, targets, versions
 
 VERIFY_BATCH = 1000
+
+# A change is part of its target's baseline when its run is the run of the target's first
+# change record: a first complete run records every item it found as 'added', the failover
+# settings always among them, so that run is the first to write to the chain for the target.
+# Derived from the target and run_id of records and from their order, all of which the
+# chain's hashes cover: verify() vouches for the mark as for the records, old records get it
+# too, and nothing is stored. One index lookup (ix_changes_target_id_id) per record read.
+_first = changes.alias("first_of_target")
+BASELINE = (
+    changes.c.run_id
+    == select(_first.c.run_id)
+    .where(_first.c.target_id == changes.c.target_id)
+    .order_by(_first.c.id)
+    .limit(1)
+    .correlate(changes)
+    .scalar_subquery()
+).label("baseline")
 
 
 class ReadStore(Part):
@@ -208,9 +226,10 @@ class ReadStore(Part):
         kinds: Collection[str] | None = None,
         collections: Collection[str] | None = None,
     ) -> list[ChangeRecord]:
-        """Recorded changes in chain order (``newest_first`` reverses it); ``key``: only the
+        """Recorded changes in chain order (``newest_first`` reverses it), each marked
+        ``baseline`` when its run was its target's first complete run; ``key``: only the
         changes of that item, ``kinds`` and ``collections``: only those."""
-        stmt = select(changes, targets.c.name.label("target")).join(
+        stmt = select(changes, targets.c.name.label("target"), BASELINE).join(
             targets, targets.c.id == changes.c.target_id
         )
         if run_id is not None:
@@ -245,6 +264,7 @@ class ReadStore(Part):
                 at=r.at,
                 hash=r.hash,
                 prev_hash=r.prev_hash,
+                baseline=bool(r.baseline),
             )
             for r in rows
         ]

@@ -115,7 +115,11 @@ class RunOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ChangeRecord:
-    """One recorded change: a link of the history hash chain."""
+    """One recorded change: a link of the history hash chain.
+
+    ``baseline``: the change was written by its target's first complete run, which records
+    everything it found as ``added`` (derived when read, see ``ReadStore.changes``).
+    """
 
     id: int
     run_id: int
@@ -129,6 +133,7 @@ class ChangeRecord:
     at: datetime
     hash: str
     prev_hash: str
+    baseline: bool = False
 
     def as_json(self) -> JSON:
         return {
@@ -138,6 +143,7 @@ class ChangeRecord:
             "collection": self.collection,
             "key": self.key,
             "kind": self.kind,
+            "baseline": self.baseline,
             "before": self.before,
             "after": self.after,
             "fields": [f.as_json() for f in self.fields],

@@ -1,0 +1,1 @@
+"""Tests of the XAPI client (auditor.xapi) against the simulator and a server of our own."""
