@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import re
 import resource
 import secrets
 import shutil
@@ -231,7 +232,7 @@ async def test_a_terminal_still_gets_a_table(story: Story) -> None:
         "auditor",
         "--config",
         str(story.config),
-        "runs",
+        "history",
         "--limit",
         "2",
         stdin=asyncio.subprocess.DEVNULL,
@@ -253,9 +254,21 @@ async def test_a_terminal_still_gets_a_table(story: Story) -> None:
         shown += chunk
     os.close(leader)
     assert proc.returncode == 0, err
-    assert "┃" in shown.decode()
-    assert "started (UTC)" in shown.decode()
-    assert err.decode().splitlines() == [f"runs: newest 2 of {len(story.runs)} (--limit 0 for all)"]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())  # no colours, no bold
+    header = next(line for line in plain.splitlines() if "┃" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "id",
+        "at (UTC)",
+        "target",
+        "kind",
+        "baseline",
+        "collection",
+        "key",
+        "fields",
+    ]
+    assert err.decode().splitlines() == [
+        f"history: newest 2 of {len(story.history)} (--limit 0 for all)"
+    ]
 
 
 async def test_a_cut_list_says_so_on_stderr(story: Story) -> None:
