@@ -78,6 +78,21 @@ def _section_fields(loc: Sequence[int | str]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+# Keys whose value is a secret or may carry one (an Apprise or sink URL holds a token, a
+# database URL a password): a value of the wrong type is named by its type only.
+_SECRET_KEYS = frozenset({"client_secret", "token", "secret", "urls", "url"})
+
+
+def _shown(loc: Sequence[int | str], got: object) -> str:
+    """How a wrong value is named in a problem: itself, or for a secret key its TOML type."""
+    is_target_url = len(loc) == 3 and loc[0] == "targets" and loc[2] == "url"
+    if is_target_url or not any(part in _SECRET_KEYS for part in loc):
+        return repr(got)
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    kind = kinds.get(type(got)) or ("an array" if isinstance(got, list | tuple) else "a table")
+    return f"{kind}, not shown"
+
+
 def _problems(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors(include_url=False):
@@ -95,7 +110,7 @@ def _problems(error: ValidationError) -> list[str]:
             why = str(item["msg"]).removeprefix("Value error, ")
             got = item.get("input")
             if kind in ("string_type", "int_type", "int_parsing", "bool_type", "bool_parsing"):
-                why = f"{why.rstrip('.').lower()} (got {got!r})"
+                why = f"{why.rstrip('.').lower()} (got {_shown(loc, got)})"
         lines.append(f"config: {key}: {why}")
     return list(dict.fromkeys(lines))
 

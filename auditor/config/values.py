@@ -86,12 +86,13 @@ def normalise_url(value: str) -> str:
     Credentials, queries and fragments are refused: they would end up in logs.
     """
     parts = urlsplit(value.strip())
+    # Before any message that shows the value: credentials in it are never echoed.
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise ValueError("must not contain credentials; use client_id and client_secret")
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"must start with https:// or http:// (got {value!r})")
     if not parts.hostname:
         raise ValueError(f"has no host name (got {value!r})")
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials; use client_id and client_secret")
     if parts.query or parts.fragment:
         raise ValueError("must not contain a query or a fragment")
     path = parts.path.rstrip("/")
