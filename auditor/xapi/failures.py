@@ -30,6 +30,7 @@ from auditor.errors import (
 )
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _SNIPPET = 120
 
 Scrub = Callable[[str], str]
@@ -218,6 +219,36 @@ def answer_failure(
         )
     return BadResponseError(
         f"{what}: unexpected HTTP {status}" + (f" ({message})" if message else ""),
+        target=target,
+        page=page,
+        status=status,
+    )
+
+
+def redirect_failure(
+    status: int,
+    location: str | None,
+    url: URL,
+    what: str,
+    page: int | None,
+    *,
+    target: str,
+    scrub: Scrub,
+) -> SourceError:
+    """The error for a redirect (never followed): where it pointed, resolved against ``url``.
+
+    Not retryable: the PBX would point elsewhere again, and the fix is the target's URL.
+    """
+    where = "an unnamed location"
+    if location:
+        try:
+            pointed = url.join(URL(location.strip()))
+            where = str(pointed.with_user(None).with_password(None))
+        except ValueError:
+            where = "an invalid location"
+        where = scrub(where[:_SNIPPET] + ("..." if len(where) > _SNIPPET else ""))
+    return BadResponseError(
+        f"the PBX redirected the {what} to {where} (HTTP {status}): fix the target URL",
         target=target,
         page=page,
         status=status,
