@@ -10,6 +10,8 @@ Secrets (``client_secret``, ``http.token``) are :class:`pydantic.SecretStr`: the
 
 The package, one job per module (each imports only those above it):
 
+- :mod:`~auditor.config.database`: what a database URL holds: its secrets (masked for
+  display), its TLS mode, the driver's parameters
 - :mod:`~auditor.config.values`: durations, bounded integers, the PBX URL, the section base
 - :mod:`~auditor.config.sections`: ``[database] [schedule] [audit] [http] [log]``
 - :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
@@ -33,6 +35,13 @@ from auditor.config.alerts import (
     WebhookSettings,
     webhook_key,
 )
+from auditor.config.database import (
+    DSN_PARAMETERS,
+    DatabaseTls,
+    database_tls,
+    display_url,
+    url_secrets,
+)
 from auditor.config.load import CONFIG_ENV, DEFAULT_PATHS, Loaded, find_config, load_settings
 from auditor.config.sections import (
     AuditSettings,
@@ -54,6 +63,7 @@ from auditor.config.values import (
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_PATHS",
+    "DSN_PARAMETERS",
     "ENV_PREFIX",
     "SINK_TYPES",
     "WEBHOOK_SECRET_PREFIX",
@@ -62,6 +72,7 @@ __all__ = [
     "AppriseSettings",
     "AuditSettings",
     "DatabaseSettings",
+    "DatabaseTls",
     "Duration",
     "HttpSettings",
     "Loaded",
@@ -74,10 +85,13 @@ __all__ = [
     "StateRule",
     "TargetSettings",
     "WebhookSettings",
+    "database_tls",
+    "display_url",
     "find_config",
     "format_duration",
     "load_settings",
     "normalise_url",
     "parse_duration",
+    "url_secrets",
     "webhook_key",
 ]

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import SecretStr, field_validator, model_validator
 
+from auditor.config.database import url_problems
 from auditor.config.values import Duration, PositiveDuration, Section, between
 
 
@@ -25,6 +26,9 @@ class DatabaseSettings(Section):
             raise ValueError(
                 f"must be a sqlite:///path or postgresql://user@host/db URL (got scheme {scheme!r})"
             )
+        problems = url_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
 
