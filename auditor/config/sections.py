@@ -68,6 +68,19 @@ class AuditSettings(Section):
 class HttpSettings(Section):
     listen: str = "127.0.0.1:9337"
     token: SecretStr | None = None
+    # Serve the API and the feed without a token on an address beyond this host.
+    allow_unauthenticated: bool = False
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token (AUDITOR_HTTP__TOKEN= over a file that sets one) would switch
+        # authentication off without a word: refused, never taken as "no token".
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "is empty: set a token, or remove the key (and AUDITOR_HTTP__TOKEN) for none"
+            )
+        return value
 
     @field_validator("listen")
     @classmethod
