@@ -9,7 +9,7 @@ Log lines go to stderr. Alerts are written by :func:`alert_logger` as JSON lines
 whatever the log format, because scripts read them there (``once``).
 
 A last processor drops the value of any key that looks like a credential, so a mistake
-elsewhere cannot print one.
+elsewhere cannot print one. This module decides how lines look, never what is logged.
 
 Foreign loggers (the standard library's ``logging``: aiohttp, asyncio, APScheduler ...) write
 through the same renderer, at warning and above. Their records and exceptions are not ours to
