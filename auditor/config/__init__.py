@@ -15,8 +15,10 @@ The package, one job per module (each imports only those above it):
 - :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
 - :mod:`~auditor.config.targets`: ``[[targets]]``
 - :mod:`~auditor.config.settings`: :class:`Settings`, the root, with the environment on top
+- :mod:`~auditor.config.environment`: the ``AUDITOR_*`` variables: which key each sets, unknown ones
+- :mod:`~auditor.config.problems`: validation errors in plain words, secret values never shown
 - :mod:`~auditor.config.secrets`: secrets from the environment, files, ``$CREDENTIALS_DIRECTORY``
-- :mod:`~auditor.config.checks`: checks across sections once the settings are valid
+- :mod:`~auditor.config.checks`: checks across sections once the settings are valid (filters too)
 - :mod:`~auditor.config.load`: finding and reading the file, one line per problem
 
 Other modules import from here, not from the modules above. Nothing here prints or logs.
@@ -33,7 +35,9 @@ from auditor.config.alerts import (
     WebhookSettings,
     webhook_key,
 )
-from auditor.config.load import CONFIG_ENV, DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.environment import CONFIG_ENV, overrides, with_variables
+from auditor.config.load import DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.secrets import SECRET_KINDS, SecretKind
 from auditor.config.sections import (
     AuditSettings,
     DatabaseSettings,
@@ -55,6 +59,7 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_PATHS",
     "ENV_PREFIX",
+    "SECRET_KINDS",
     "SINK_TYPES",
     "WEBHOOK_SECRET_PREFIX",
     "AlertmanagerSettings",
@@ -68,6 +73,7 @@ __all__ = [
     "LogSettings",
     "PositiveDuration",
     "ScheduleSettings",
+    "SecretKind",
     "Settings",
     "SinkSettings",
     "SinkUrl",
@@ -78,6 +84,8 @@ __all__ = [
     "format_duration",
     "load_settings",
     "normalise_url",
+    "overrides",
     "parse_duration",
     "webhook_key",
+    "with_variables",
 ]

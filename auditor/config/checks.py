@@ -1,7 +1,8 @@
 """Checks across sections, made once the settings are valid: what one model cannot see alone.
 
 A sink's ``targets`` must name configured targets, an Apprise URL must be one Apprise
-understands, a target's ``ca_file`` must exist; ``verify_tls = false`` earns a warning.
+understands, a target's ``ca_file`` must exist, its ``filter`` and ``search`` must pass the
+checks the client makes before sending them; ``verify_tls = false`` earns a warning.
 Each problem is one line ``config: <dotted.key>: <why>``. Reads no secret from the
 environment or from a file, and never shows an Apprise URL (it embeds a token).
 """
@@ -12,6 +13,8 @@ import logging
 
 from auditor.config.alerts import SINK_TYPES, AppriseSettings
 from auditor.config.settings import Settings
+from auditor.errors import QueryError
+from auditor.odata import check_filter, quote_search
 
 
 def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
@@ -27,7 +30,27 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
         if target.ca_file is not None and not target.ca_file.is_file():
             index = settings.targets.index(target)
             problems.append(f"config: targets[{index}].ca_file: {target.ca_file} is not a file")
+    problems.extend(query_problems(settings))
     return problems, warnings
+
+
+def query_problems(settings: Settings) -> list[str]:
+    """Each target's ``filter`` and ``search`` as the client will check them before sending:
+    refused here, they cannot fail every audit of the target later."""
+    problems = []
+    for index, target in enumerate(settings.targets):
+        for key, value, check in (
+            ("filter", target.filter, check_filter),
+            ("search", target.search, quote_search),
+        ):
+            if not value:  # "" is sent as no option at all, as when the key is left out
+                continue
+            try:
+                check(value)
+            except QueryError as exc:
+                why = str(exc).removeprefix(f"${key}: ")
+                problems.append(f"config: targets[{index}].{key}: target {target.name}: {why}")
+    return problems
 
 
 def sink_problems(settings: Settings) -> list[str]:
