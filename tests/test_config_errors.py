@@ -60,6 +60,8 @@ def test_validator_jargon_becomes_plain_words_with_the_value(tmp_path: Path) -> 
     path = write(
         tmp_path,
         """
+[schedule]
+cron = "61 * * * *"
 [log]
 level = "verbose"
 [[targets]]
@@ -75,6 +77,9 @@ ca_file = 5
 """,
     )
     assert problems_of(path) == [
+        # As the daemon parses it: check-config passed this one, then `run` refused it.
+        "config: schedule.cron: Error validating expression '61': the last value (61) is "
+        "higher than the maximum value (59) (got '61 * * * *')",
         "config: log.level: must be one of 'debug', 'info', 'warning' or 'error' (got 'verbose')",
         "config: targets[0].name: must be 1 to 64 letters, digits, '.', '_' or '-', starting "
         "with a letter or digit (got 'pbx hq')",
@@ -246,3 +251,14 @@ def test_check_config_refuses_a_filter_or_search_the_client_would_refuse(
     assert once.returncode == 2
     assert once.stderr.splitlines() == done.stderr.splitlines()
     assert not (tmp_path / "audit.db").exists()
+
+
+def test_a_ca_file_the_client_cannot_load_is_refused_up_front(tmp_path: Path) -> None:
+    """Before, check-config passed it and every audit of the target failed."""
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("this is not PEM\n")
+    path = write(tmp_path, TARGET + f'ca_file = "{bad}"\n')
+    (problem,) = problems_of(path)
+    assert problem.startswith(
+        f"config: targets[0].ca_file: {bad} cannot be read as PEM certificates ("
+    )

@@ -1,8 +1,9 @@
 """Checks across sections, made once the settings are valid: what one model cannot see alone.
 
 A sink's ``targets`` must name configured targets, an Apprise URL must be one Apprise
-understands, a target's ``ca_file`` must exist, its ``filter`` and ``search`` must pass the
-checks the client makes before sending them; ``verify_tls = false`` earns a warning.
+understands, a target's ``ca_file`` must hold PEM certificates the client can load, and its
+``filter`` and ``search`` must pass the checks the client makes before sending them;
+``verify_tls = false`` earns a warning.
 Each problem is one line ``config: <dotted.key>: <why>``. Reads no secret from the
 environment or from a file, and never shows an Apprise URL (it embeds a token).
 """
@@ -10,6 +11,8 @@ environment or from a file, and never shows an Apprise URL (it embeds a token).
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
 
 from auditor.config.alerts import SINK_TYPES, AppriseSettings
 from auditor.config.settings import Settings
@@ -27,11 +30,24 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
                 f"config: target {target.name}: verify_tls = false: the PBX's identity is "
                 "not checked and its traffic can be intercepted; prefer ca_file"
             )
-        if target.ca_file is not None and not target.ca_file.is_file():
+        if target.ca_file is not None:
             index = settings.targets.index(target)
-            problems.append(f"config: targets[{index}].ca_file: {target.ca_file} is not a file")
+            problem = _ca_file_problem(target.ca_file)
+            if problem:
+                problems.append(f"config: targets[{index}].ca_file: {problem}")
     problems.extend(query_problems(settings))
     return problems, warnings
+
+
+def _ca_file_problem(path: Path) -> str | None:
+    """Why the client could not load ``path`` as its trusted certificates, if it could not."""
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        return f"{path} cannot be read as PEM certificates ({exc.strerror or exc})"
+    return None
 
 
 def query_problems(settings: Settings) -> list[str]:
