@@ -262,3 +262,15 @@ def test_a_ca_file_the_client_cannot_load_is_refused_up_front(tmp_path: Path) ->
     assert problem.startswith(
         f"config: targets[0].ca_file: {bad} cannot be read as PEM certificates ("
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://auditor:hunter2@pbx.example.com", "https://auditor:hunter2@pbx/xapi/v1/Backups/x"],
+)
+def test_a_password_in_a_pbx_url_is_never_shown(tmp_path: Path, url: str) -> None:
+    """Before, a URL refused for its scheme was shown whole, password included."""
+    path = write(tmp_path, TARGET.replace("https://pbx-hq.example.com", url))
+    assert problems_of(path) == [
+        "config: targets[0].url: must not contain credentials; use client_id and client_secret"
+    ]

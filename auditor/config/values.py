@@ -88,6 +88,9 @@ def normalise_url(value: str) -> str:
     place of the base URL: the message names the base URL meant.
     """
     parts = urlsplit(value.strip())
+    if "@" in value:
+        # Checked first, and the value never shown: the part before "@" may be a password.
+        raise ValueError("must not contain credentials; use client_id and client_secret")
     if parts.scheme not in ("http", "https"):
         hint = ""
         if "://" not in value and value.strip():
@@ -95,8 +98,6 @@ def normalise_url(value: str) -> str:
         raise ValueError(f"must start with https:// or http:// (got {value!r}){hint}")
     if not parts.hostname:
         raise ValueError(f"has no host name (got {value!r})")
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials; use client_id and client_secret")
     if parts.query or parts.fragment:
         base = urlunsplit((parts.scheme, parts.netloc.lower(), "", "", ""))
         raise ValueError(
