@@ -1,4 +1,6 @@
-"""3cx-auditor: audits the failover scripts and settings of 3CX V20 phone systems."""
+"""3cx-auditor: audits the failover scripts and settings of 3CX V20 phone systems.
+
+Holds the version only and imports none of its modules, so ``--version`` stays cheap."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -9,7 +9,7 @@ Log lines go to stderr. Alerts are written by :func:`alert_logger` as JSON lines
 whatever the log format, because scripts read them there (``once``).
 
 A last processor drops the value of any key that looks like a credential, so a mistake
-elsewhere cannot print one.
+elsewhere cannot print one. This module decides how lines look, never what is logged.
 """
 
 from __future__ import annotations

@@ -31,9 +31,11 @@ from standardwebhooks import Webhook
 from auditor.config import ScheduleSettings
 from auditor.errors import ConfigError, InUseError
 from auditor.model import Run, utcnow
-from auditor.service import Notifier, SqliteLock, first_run, next_run, schedule_of
+from auditor.service.schedule import first_run, next_run, schedule_of
+from auditor.service.systemd import Notifier
 from auditor.simulator import Simulator, pbx_url, serve
 from auditor.store import Store
+from auditor.store.lock import SqliteLock
 
 # pytest puts tests/ on sys.path (the directory has no __init__.py), so conftest is a
 # top-level module at run time; mypy checks the directory as the package "tests".

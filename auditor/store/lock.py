@@ -2,6 +2,7 @@
 
 SQLite serialises writers itself, but two auditors on one file would audit the same targets
 at once and record their changes twice; PostgreSQL has leases for that, SQLite has this.
+It never touches the database itself.
 """
 
 from __future__ import annotations
