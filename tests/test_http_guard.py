@@ -63,12 +63,14 @@ async def test_an_empty_token_over_a_file_that_sets_one_is_refused(
 
     checked = check_config(config, empty)
     assert checked.returncode == 2, checked
-    assert checked.stderr.startswith("config: http.token: is empty"), checked.stderr
+    assert checked.stderr.startswith("config: http.token (from AUDITOR_HTTP__TOKEN): is empty"), (
+        checked.stderr
+    )
 
     daemon = await spawn_daemon(config, env=empty)
     assert await daemon.exited() == 2
     (line,) = daemon.logs
-    assert line["text"].startswith("config: http.token: is empty")
+    assert line["text"].startswith("config: http.token (from AUDITOR_HTTP__TOKEN): is empty")
 
     # The file's token alone: the API asks for it.
     daemon = await spawn_daemon(config)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from auditor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, open_store
+from auditor.cli.common import ALL_SECRETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, open_store
 from auditor.config import Loaded
 from auditor.errors import ConfigError
 from auditor.logs import alert_printer
@@ -145,4 +145,4 @@ def add_once(commands: Commands) -> None:
     sub.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
-    sub.set_defaults(handler=cmd_once)
+    sub.set_defaults(handler=cmd_once, secrets=ALL_SECRETS)

@@ -17,8 +17,10 @@ The package, one job per module (each imports only those above it):
 - :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
 - :mod:`~auditor.config.targets`: ``[[targets]]``
 - :mod:`~auditor.config.settings`: :class:`Settings`, the root, with the environment on top
+- :mod:`~auditor.config.environment`: the ``AUDITOR_*`` variables: which key each sets, unknown ones
+- :mod:`~auditor.config.problems`: validation errors in plain words, secret values never shown
 - :mod:`~auditor.config.secrets`: secrets from the environment, files, ``$CREDENTIALS_DIRECTORY``
-- :mod:`~auditor.config.checks`: checks across sections once the settings are valid
+- :mod:`~auditor.config.checks`: checks across sections once the settings are valid (filters too)
 - :mod:`~auditor.config.load`: finding and reading the file, one line per problem
 
 Other modules import from here, not from the modules above. Nothing here prints or logs.
@@ -42,7 +44,9 @@ from auditor.config.database import (
     display_url,
     url_secrets,
 )
-from auditor.config.load import CONFIG_ENV, DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.environment import CONFIG_ENV, overrides, with_variables
+from auditor.config.load import DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.secrets import SECRET_KINDS, SecretKind
 from auditor.config.sections import (
     AuditSettings,
     DatabaseSettings,
@@ -65,6 +69,7 @@ __all__ = [
     "DEFAULT_PATHS",
     "DSN_PARAMETERS",
     "ENV_PREFIX",
+    "SECRET_KINDS",
     "SINK_TYPES",
     "WEBHOOK_SECRET_PREFIX",
     "AlertmanagerSettings",
@@ -79,6 +84,7 @@ __all__ = [
     "LogSettings",
     "PositiveDuration",
     "ScheduleSettings",
+    "SecretKind",
     "Settings",
     "SinkSettings",
     "SinkUrl",
@@ -91,7 +97,9 @@ __all__ = [
     "format_duration",
     "load_settings",
     "normalise_url",
+    "overrides",
     "parse_duration",
     "url_secrets",
     "webhook_key",
+    "with_variables",
 ]

@@ -1,7 +1,9 @@
 """Checks across sections, made once the settings are valid: what one model cannot see alone.
 
 A sink's ``targets`` must name configured targets, an Apprise URL must be one Apprise
-understands, a target's ``ca_file`` must exist; ``verify_tls = false`` earns a warning.
+understands, a target's ``ca_file`` must hold PEM certificates the client can load, and its
+``filter`` and ``search`` must pass the checks the client makes before sending them;
+``verify_tls = false`` earns a warning.
 Each problem is one line ``config: <dotted.key>: <why>``. Reads no secret from the
 environment or from a file, and never shows an Apprise URL (it embeds a token).
 
@@ -15,11 +17,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from auditor.config.alerts import SINK_TYPES, AppriseSettings
 from auditor.config.database import database_tls
 from auditor.config.settings import Settings
+from auditor.errors import QueryError
+from auditor.odata import check_filter, quote_search
 
 
 def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
@@ -52,9 +58,12 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
                 f"config: target {target.name}: verify_tls = false: the PBX's identity is "
                 "not checked and its traffic can be intercepted; prefer ca_file"
             )
-        if target.ca_file is not None and not target.ca_file.is_file():
+        if target.ca_file is not None:
             index = settings.targets.index(target)
-            problems.append(f"config: targets[{index}].ca_file: {target.ca_file} is not a file")
+            problem = _ca_file_problem(target.ca_file)
+            if problem:
+                problems.append(f"config: targets[{index}].ca_file: {problem}")
+    problems.extend(query_problems(settings))
     return problems, warnings
 
 
@@ -74,6 +83,36 @@ def _loopback_url(url: str) -> bool:
     # Over the loopback interface nothing travels on a wire (the demo, the simulator).
     host = urlsplit(url).hostname or ""
     return host == "localhost" or not beyond_loopback(f"{host}:0")
+
+
+def _ca_file_problem(path: Path) -> str | None:
+    """Why the client could not load ``path`` as its trusted certificates, if it could not."""
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        return f"{path} cannot be read as PEM certificates ({exc.strerror or exc})"
+    return None
+
+
+def query_problems(settings: Settings) -> list[str]:
+    """Each target's ``filter`` and ``search`` as the client will check them before sending:
+    refused here, they cannot fail every audit of the target later."""
+    problems = []
+    for index, target in enumerate(settings.targets):
+        for key, value, check in (
+            ("filter", target.filter, check_filter),
+            ("search", target.search, quote_search),
+        ):
+            if not value:  # "" is sent as no option at all, as when the key is left out
+                continue
+            try:
+                check(value)
+            except QueryError as exc:
+                why = str(exc).removeprefix(f"${key}: ")
+                problems.append(f"config: targets[{index}].{key}: target {target.name}: {why}")
+    return problems
 
 
 def sink_problems(settings: Settings) -> list[str]:

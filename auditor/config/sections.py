@@ -42,8 +42,17 @@ class ScheduleSettings(Section):
     @field_validator("cron")
     @classmethod
     def _cron_fields(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) != 5:
+        if value is None:
+            return value
+        if len(value.split()) != 5:
             raise ValueError(f"must have 5 fields like '*/15 * * * *' (got {value!r})")
+        # Parsed as the daemon will parse it, so that check-config refuses what `run` would.
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (got {value!r})") from None
         return value
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ reported as a failure naming where it pointed.
 from __future__ import annotations
 
 import functools
+import json
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +45,7 @@ from auditor.xapi.failures import (
     TokenRejected,
     answer_failure,
     login_failure,
+    no_token_endpoint,
     parse_json,
     parse_retry_after,
     redirect_failure,
@@ -256,9 +258,14 @@ class XapiClient:
                 retry_after,
                 target=self.name,
                 client_id=self.target.client_id,
+                url=url,
                 scrub=self._scrub,
             )
-        data = self._json(body, "login", None)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            # A web server's page (a wrong base URL), not a token endpoint's answer.
+            raise no_token_endpoint(status, body, target=self.name, url=url) from None
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise BadResponseError("login answer has no access_token", target=self.name)
