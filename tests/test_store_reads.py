@@ -12,10 +12,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditor.errors import StoreError
-from auditor.model import SCRIPTS
-from auditor.store import GENESIS_HASH, Store, change_hash
+from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, Change, FieldChange
+from auditor.store import GENESIS_HASH, RunOutcome, Store, change_hash
 from auditor.store.schema import chain, changes, targets
-from tests.storedata import T0, Bodies, audit, build_history, script, scripts
+from tests.storedata import T0, Bodies, audit, build_history, draft, script, scripts
 
 # -- snapshots, runs and history ----------------------------------------------------------
 
@@ -197,3 +197,37 @@ async def test_verify_names_the_first_tampered_record(
     assert result.first_bad == first_bad
     assert reason in (result.reason or "")
     assert result.length == length
+
+
+async def test_a_field_missing_on_one_side_reads_back_as_missing(store: Store) -> None:
+    """A key that appears or disappears is told apart from one set to null, in the record as
+    in the alert: ``missing`` survives the round trip through the JSON columns."""
+    hq = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
+    await audit(store, hq, scripts(1), at=T0)
+    fields = (
+        FieldChange("Added", None, 1, missing="old"),
+        FieldChange("Gone", "x", None, missing="new"),
+        FieldChange("Nulled", "y", None),
+    )
+    before = {"Enabled": True, "Gone": "x", "Nulled": "y"}
+    after = {"Enabled": True, "Added": 1, "Nulled": None}
+    run_id = await store.record.begin_run(hq, T0 + timedelta(hours=1))
+    event = draft("settings.changed", None, T0 + timedelta(hours=1), fields=fields)
+    await store.record.commit_run(
+        RunOutcome(
+            run_id=run_id,
+            target_id=hq,
+            status="ok",
+            finished_at=T0 + timedelta(hours=1, seconds=2),
+            pages=1,
+            items=2,
+            reported_count=1,
+            changes=[Change(SETTINGS, SETTINGS_KEY, "changed", before, after, fields)],
+            events=(event,),
+        )
+    )
+    [record] = await store.reads.changes(run_id=run_id)
+    assert [f.as_json() for f in record.fields] == [f.as_json() for f in fields]
+    [alert] = await store.reads.alert_events("pbx-hq")
+    assert [f.as_json() for f in alert.fields] == [f.as_json() for f in fields]
+    assert (await store.reads.verify()).ok

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from auditor.cli.common import (
+    ALL_SECRETS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -187,4 +188,4 @@ def add_once(commands: Commands) -> None:
         "warning, critical); a resolution raises nothing, and an alert still firing from an "
         "earlier run counts only when this run repeats it (see: status)",
     )
-    sub.set_defaults(handler=cmd_once)
+    sub.set_defaults(handler=cmd_once, secrets=ALL_SECRETS)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from auditor.cli.common import (
     EXIT_OK,
+    PBX_SECRETS,
     check_targets,
     load,
     non_negative,
@@ -91,4 +92,4 @@ def add_scripts(commands: Commands) -> None:
     sub.add_argument("--count", action="store_true", help="ask for @odata.count")
     sub.add_argument("--all", action="store_true", help="page through every script")
     sub.add_argument("--json", action="store_true", help="JSON output")
-    sub.set_defaults(handler=cmd_scripts)
+    sub.set_defaults(handler=cmd_scripts, secrets=PBX_SECRETS)

@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from auditor.model import (
     JSON,
@@ -244,8 +244,20 @@ def change_hash(
 
 
 def field_changes(raw: Any) -> tuple[FieldChange, ...]:
-    """The field-level diff of a change or an alert as read back from its JSON column."""
-    return tuple(FieldChange(f["field"], f.get("old"), f.get("new")) for f in raw or ())
+    """The field-level diff of a change or an alert as read back from its JSON column,
+    ``missing`` included: a key that appeared or disappeared stays told apart from a null."""
+    return tuple(
+        FieldChange(f["field"], f.get("old"), f.get("new"), _missing(f.get("missing")))
+        for f in raw or ()
+    )
+
+
+def _missing(value: Any) -> Literal["old", "new"] | None:
+    if value == "old":
+        return "old"
+    if value == "new":
+        return "new"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
