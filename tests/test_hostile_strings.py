@@ -18,9 +18,17 @@ import base64
 import csv
 import email
 import email.policy
+import fcntl
 import io
 import json
+import os
+import pty
+import re
 import socket
+import struct
+import subprocess
+import sys
+import termios
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -164,6 +172,29 @@ kinds = ["script.removed"]
 """
 
 
+def on_a_terminal(cli: Cli, *args: str) -> str:
+    """What the command writes to a terminal (a pseudo-terminal read here)."""
+    controller, terminal = pty.openpty()
+    # Wide enough that no name is folded over two lines.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 400, 0, 0))
+    env = {**cli.env, "TERM": "xterm"}
+    command = [sys.executable, "-m", "auditor", "--config", str(cli.config), *args]
+    with subprocess.Popen(command, stdout=terminal, stderr=subprocess.DEVNULL, env=env) as proc:
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the command has closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+    os.close(controller)
+    return b"".join(chunks).decode()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -298,8 +329,12 @@ async def test_hostile_strings_are_inert_in_every_sink(
     html = (await cli.ok("export", "--format", "html")).stdout
     assert "img" not in Elements(html).tags
     assert not any(c in html for c in RAW_CONTROLS)
-    table = (await cli.ok("history")).stdout
-    # rich's markup in a name is shown, not acted on; terminal escapes are shown escaped.
+    lines = (await cli.ok("history")).stdout
+    assert shown(ESCAPES) in lines
+    assert not any(c in lines for c in RAW_CONTROLS)
+    # On a terminal, a table: rich's markup in a name is shown, not acted on; terminal
+    # escapes are shown escaped. Rich's own escapes (bold headers) are its SGR sequences.
+    table = await asyncio.to_thread(on_a_terminal, cli, "history")
     assert MARKUP in table
     assert shown(ESCAPES) in table
-    assert not any(c in table for c in RAW_CONTROLS)
+    assert not any(c in re.sub(r"\x1b\[[0-9;]*m", "", table) for c in RAW_CONTROLS), table

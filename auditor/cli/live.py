@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from auditor.cli.common import (
     EXIT_OK,
+    PBX_SECRETS,
+    check_targets,
     load,
     non_negative,
     out,
@@ -58,6 +60,7 @@ def cmd_scripts(args: argparse.Namespace) -> int:
     if args.all and (args.top is not None or args.skip is not None):
         raise QueryError("--all pages through everything; it cannot be combined with --top/--skip")
     loaded = load(args)
+    check_targets([args.target], [t.name for t in loaded.settings.targets])
     result = asyncio.run(_scripts(args, loaded))
     items: list[dict[str, Any]] = result["items"]
     if args.json:
@@ -89,4 +92,4 @@ def add_scripts(commands: Commands) -> None:
     sub.add_argument("--count", action="store_true", help="ask for @odata.count")
     sub.add_argument("--all", action="store_true", help="page through every script")
     sub.add_argument("--json", action="store_true", help="JSON output")
-    sub.set_defaults(handler=cmd_scripts)
+    sub.set_defaults(handler=cmd_scripts, secrets=PBX_SECRETS)

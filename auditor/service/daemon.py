@@ -175,6 +175,7 @@ class Service:
                 "service.started",
                 replica=self.owner,
                 database=self.store.url_for_display,
+                database_tls=self.store.tls,
                 revision=revision,
                 listen=self._settings.http.listen,
                 targets=len(self._settings.targets),

@@ -11,8 +11,9 @@ import fcntl
 import os
 from pathlib import Path
 
+from auditor.config import display_url
 from auditor.errors import InUseError, StoreError
-from auditor.store.engine import display_url, driver_url
+from auditor.store.engine import driver_url
 
 
 class SqliteLock:
