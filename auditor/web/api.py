@@ -42,6 +42,7 @@ from auditor.web.cursors import (
     page,
     parse_limit,
     parse_target,
+    quoted,
     read_window,
 )
 from auditor.web.responses import BadRequest, json_response
@@ -108,14 +109,21 @@ def _one_of(name: str, text: str, allowed: Mapping[str, str]) -> list[str]:
         word = part.strip()
         if word not in allowed:
             known = ", ".join(dict.fromkeys(allowed))
-            raise BadRequest(f"{name}: {word!r} is not one of {known}")
+            raise BadRequest(f"{name}: {quoted(word)} is not one of {known}")
         values.append(allowed[word])
     return values
 
 
+def _key(text: str | None) -> str | None:
+    # No key holds a NUL (an answer with one is refused), and PostgreSQL cannot compare one.
+    if text is not None and "\x00" in text:
+        raise BadRequest("key: no script's file name holds a NUL")
+    return text
+
+
 def _change_filters(query: MultiMapping[str]) -> dict[str, Any]:
     return {
-        "key": query.get("key"),
+        "key": _key(query.get("key")),
         "kinds": _one_of("kind", query["kind"], _CHANGE_KINDS) if "kind" in query else None,
         "collections": (
             _one_of("collection", query["collection"], _COLLECTIONS)
@@ -128,10 +136,10 @@ def _change_filters(query: MultiMapping[str]) -> dict[str, Any]:
 def _alert_filters(query: MultiMapping[str]) -> dict[str, Any]:
     firing = query.get("firing")
     if firing is not None and firing not in ("true", "1"):
-        raise BadRequest(f"firing: the only value is true (got {firing!r})")
+        raise BadRequest(f"firing: the only value is true (got {quoted(firing)})")
     severity = query.get("severity")
     if severity is not None and severity not in SEVERITIES:
-        raise BadRequest(f"severity: {severity!r} is not one of {', '.join(SEVERITIES)}")
+        raise BadRequest(f"severity: {quoted(severity)} is not one of {', '.join(SEVERITIES)}")
     return {
         "kinds": _one_of("kind", query["kind"], _ALERT_KINDS) if "kind" in query else None,
         "severities": SEVERITIES[SEVERITIES.index(severity) :] if severity else None,
