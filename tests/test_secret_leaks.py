@@ -347,7 +347,8 @@ async def test_the_daemon_shows_no_secret(
             lambda: len(daemon.events("config.reload_refused")) >= 3, "the reload refused"
         )
 
-        # The database gone: the API answers 503 naming it, masked.
+        # The database gone: the API answers 503 with one fixed line naming no database;
+        # the daemon's log names it, masked.
         _run_apart(_admin(f'DROP DATABASE "{scratch_database}" WITH (FORCE)'))
 
         async def unavailable() -> bool:
@@ -356,7 +357,10 @@ async def test_the_daemon_shows_no_secret(
             )
 
         await daemon.until(unavailable, "a 503 from the API")
-        assert "password=***" in capture.texts[-1]
+        assert '{"error":"the database is not available' in capture.texts[-1]
+        assert scratch_database not in capture.texts[-1]
+        await daemon.until(lambda: daemon.events("http.database_error"), "the API's error logged")
+        assert "password=***" in daemon.events("http.database_error")[0]["error"]
         for where in ("/api/v1/changes", "/api/v1/alerts", "/api/v1/targets", "/feed.atom"):
             await capture.get(session, web_base + where, API_TOKEN)
         await capture.get(session, web_base + "/readyz", None)
