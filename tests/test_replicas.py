@@ -126,11 +126,42 @@ async def test_renewing_keeps_only_our_leases(store: Store) -> None:
     mine = await store.schedule.claim_due("me", at(1), 2, timedelta(seconds=10))
     theirs = await store.schedule.claim_due("them", at(1), 5, timedelta(seconds=10))
     ids = [c.id for c in mine + theirs]
-    assert await store.schedule.renew_leases("me", ids, at(300)) == {c.id for c in mine}
+    renewed = await store.schedule.renew_leases("me", ids, timedelta(seconds=290), at(10))
+    assert renewed == {c.id for c in mine}
     # Renewed: still held after the first lease would have run out; theirs is free again.
     free = await store.schedule.claim_due("other", at(100), 5, LEASE)
     assert [c.name for c in free] == [c.name for c in theirs]
-    assert await store.schedule.renew_leases("me", [], at(300)) == set()
+    assert await store.schedule.claim_due("other", at(301), 5, LEASE) != []
+    assert await store.schedule.renew_leases("me", [], LEASE) == set()
+
+
+async def test_without_a_time_leases_and_due_times_follow_the_databases_clock(
+    store: Store,
+) -> None:
+    before = await store.schedule.database_time()
+    hour = timedelta(hours=1)
+    await sync(store, {"due": before - hour, "later": before + hour})
+    (claim,) = await store.schedule.claim_due("me", None, 5, LEASE)
+    after = await store.schedule.database_time()
+    assert claim.name == "due"
+    assert before + LEASE <= claim.lease_until <= after + LEASE
+    # Alive by the database's clock: nobody else gets it, and its holder keeps it.
+    assert await store.schedule.claim_due("other", None, 5, LEASE) == []
+    assert await store.schedule.renew_leases("me", [claim.id], hour) == {claim.id}
+    row = next(t for t in await store.reads.targets() if t.name == "due")
+    assert row.lease_until is not None
+    assert after + hour <= row.lease_until <= await store.schedule.database_time() + hour
+    run = await store.record.begin_run(claim.id, before)
+    assert await store.schedule.interrupt_orphaned_runs() == 0
+    # A holder that stops renewing loses it once the database's clock passes its end.
+    assert await store.schedule.renew_leases("me", [claim.id], timedelta(0)) == {claim.id}
+    (taken,) = await store.schedule.claim_due("other", None, 5, LEASE)
+    assert (taken.name, taken.interrupted_runs) == ("due", 1)
+    ended = await store.reads.run(run)
+    assert ended is not None
+    assert ended.status == "failed"
+    assert ended.finished_at is not None
+    assert ended.finished_at >= after
 
 
 async def test_release_gives_back_our_leases_and_ends_our_unfinished_runs(store: Store) -> None:
