@@ -137,15 +137,17 @@ async def audit_target(
     sinks: Sequence[str] = (),
     router: Router | None = None,
     on_alert: AlertCallback | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> AuditResult:
     """Audit ``target`` once and record the run; never raises SourceError (it is recorded).
 
     ``start``: the run, when it was already recorded as running (:meth:`RecordStore.start_runs`);
     otherwise it is recorded now. Each alert event is enqueued for the sinks named in
     ``sinks`` and those whose filter in ``router`` (``Router.of(settings.alerts)``) matches it.
+    ``clock`` stamps the run and its alerts (the daemon's follows the database's clock).
     """
     bound = log.bind(target=target.name)
-    began = utcnow()
+    began = clock()
     if start is None:
         start = await record.start_run(target.name, target.url, began)
     target_id, run_id, previous_run = start.target_id, start.run_id, start.previous_run_id
@@ -166,10 +168,10 @@ async def audit_target(
         limit = format_duration(deadline) if deadline else "its time limit"
         error = f"{target.name}: audit not finished within {limit} (audit.timeout)"
     except asyncio.CancelledError:
-        await _record_cancelled(record, target, start, began, "audit cancelled")
+        await _record_cancelled(record, target, start, began, "audit cancelled", clock())
         raise
 
-    finished = utcnow()
+    finished = clock()
     baseline = previous_run is None
     if fetched is not None:
         if start.digest is not None and fetched.digest == start.digest:
@@ -302,7 +304,7 @@ async def audit_many(
             # Once begun, audit_target records a cancelled run itself.
             if not begun:
                 await _record_cancelled(
-                    record, target, start, queued, "audit cancelled before it began"
+                    record, target, start, queued, "audit cancelled before it began", utcnow()
                 )
             raise
         if on_done is not None:
@@ -328,7 +330,12 @@ async def audit_many(
 
 
 async def _record_cancelled(
-    record: RecordStore, target: TargetSettings, start: RunStart, began: datetime, what: str
+    record: RecordStore,
+    target: TargetSettings,
+    start: RunStart,
+    began: datetime,
+    what: str,
+    finished: datetime,
 ) -> None:
     # Shielded: the run must not stay 'running' nor be diffed.
     await asyncio.shield(
@@ -338,7 +345,7 @@ async def _record_cancelled(
                 target_id=start.target_id,
                 status="failed",
                 started_at=began,
-                finished_at=utcnow(),
+                finished_at=finished,
                 error=f"{target.name}: {what} (shutdown or timeout)",
             )
         )
