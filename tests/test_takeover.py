@@ -299,6 +299,58 @@ async def test_a_lone_daemon_killed_mid_audit_and_restarted_audits_every_target_
         assert await store.reads.alert_events(limit=None) == []
 
 
+# -- a lease lost mid-audit --------------------------------------------------------------------
+
+
+async def test_an_audit_whose_lease_another_replica_took_is_stopped_at_once(
+    pg_url: str, tmp_path: Path, spawn_daemon: DaemonSpawner
+) -> None:
+    """A replica that could not renew in time may find its target claimed by another (that
+    one ended the run left running and audits the target itself). The heartbeat learns it
+    from the database, and the audit is cancelled, not finished beside the new holder's."""
+    fleet = Simulator.fleet(1, scripts=3)
+    (name,) = fleet.names
+    async with serve(fleet) as base, await Store.open(pg_url) as store:
+        config = daemon_config(
+            tmp_path / "auditor.toml",
+            database=pg_url,
+            targets=[(name, pbx_url(base, name))],
+            every="1s",
+            timeout="60s",
+        )
+        daemon = await spawn_daemon(config)
+        await daemon.until(partial(daemon.events, "audit.baseline"), "the baseline")
+        fleet[name].add_fault("delay", endpoint="scripts", seconds=10, times=1)
+        owner = owner_of(daemon)
+        await daemon.until(partial(auditing, store, owner), "an audit in flight")
+        (lease_until,) = (await leases_of(store, owner)).values()
+        assert lease_until is not None
+        (going,) = [r for r in await store.reads.runs(limit=None) if r.status == "running"]
+        # Another replica's claim, as it is made once the lease has run out.
+        (claim,) = await store.schedule.claim_due(
+            "other", lease_until + timedelta(seconds=1), 1, timedelta(hours=1)
+        )
+        assert claim.interrupted_runs == 1
+        taken = utcnow()
+        await daemon.until(partial(daemon.events, "lease.lost"), "the lost lease noticed")
+        (lost,) = daemon.events("lease.lost")
+        assert (lost["target"], lost["audit"]) == (name, "cancelled")
+        await daemon.until(lambda: fleet[name].stats.in_flight == 0, "the PBX answered")
+        # Nothing of that target is audited while the other replica holds it; once it gives
+        # the lease back, this replica audits the target again.
+        assert [r.id for r in await store.reads.runs(limit=None) if r.started_at > taken] == []
+        assert await store.schedule.finish_claim(claim.id, "other", utcnow())
+        await daemon.until(partial(cycles_done, store, 1, 2), "an audit after the lease came back")
+        assert await daemon.stop() == 0
+        # The stopped audit recorded nothing of what the PBX answered after all.
+        stopped = await store.reads.run(going.id)
+        assert stopped is not None
+        assert stopped.status == "failed"
+        assert going.id not in recorded_by([daemon])
+        assert fleet[name].stats.max_in_flight == 1
+        assert await store.reads.alert_events(limit=None) == []
+
+
 # -- clocks that are off -----------------------------------------------------------------------
 
 
