@@ -358,7 +358,7 @@ class Service:
                 await self._clients.drop(target.name)
             await self._leases.finish(claim)
         finally:
-            self._leases.audits.pop(claim.id, None)
+            self._leases.ended(claim)
             self._audit_ended()
 
     # -- reload -------------------------------------------------------------------------

@@ -13,8 +13,11 @@ mid-audit is taken over within a lease. Their length is counted by the database'
 never by this host's. A replica that cannot renew stops auditing before its lease can run
 out: each audit knows, by this host's monotonic clock, the latest moment its lease is sure
 to be held (a lease the database extended lasts from after the renewal was sent), and is
-cancelled when half a lease is left without a renewal, or at once when the database says
-another replica holds the target now. So a target is never audited by two replicas at once.
+cancelled when half a lease is left without a renewal (on PostgreSQL: on SQLite no other
+process can take it over), or at once when the database says another replica holds the
+target now. So a target is never audited by two replicas at once. The renewals have a
+database connection of their own (:meth:`auditor.store.database.Database.heartbeat`), so that they
+never wait behind the audits they keep alive.
 
 At start, what a crashed predecessor held is cleaned up; at shutdown, what this replica
 holds (leases, outbox deliveries) is given back.
@@ -138,6 +141,11 @@ class Leases:
             if target is None:
                 unknown.append(claim)
                 continue
+            if claim.id in self.audits:
+                # Its lease ran out while a stopped audit of it is still recording its run:
+                # given back as it was, claimed again once that audit is gone.
+                await ctx.store.schedule.finish_claim(claim.id, ctx.owner, claim.due)
+                continue
             task = asyncio.create_task(start(claim, target), name=f"audit {claim.name}")
             self.audits[claim.id] = Audit(claim, target, task, sent + lease.total_seconds())
         for claim in unknown:
@@ -197,12 +205,19 @@ class Leases:
                         self._stop(audit, "lease.lost", "another replica holds the target now")
         finally:
             # Half a lease left without a renewal: three beats in a row failed. What is left
-            # is time for the cancelled audit to stop before another replica may claim.
+            # is time for the cancelled audit to stop before another replica may claim. On
+            # SQLite no other process can (and a renewal may just wait for a long write).
             margin = lease.total_seconds() / 2
             now = time.monotonic()
             for audit in list(self.audits.values()):
-                if audit.held_until - now < margin:
+                if audit.held_until - now < margin and ctx.store.schedule.shared:
                     self._stop(audit, "lease.expiring", "the lease could not be renewed")
+
+    def ended(self, claim: ClaimedTarget) -> None:
+        """The task of ``claim``'s audit is over: forget it."""
+        audit = self.audits.get(claim.id)
+        if audit is not None and audit.claim is claim:
+            del self.audits[claim.id]
 
     def _stop(self, audit: Audit, event: str, why: str) -> None:
         if audit.stopped or audit.task.done():

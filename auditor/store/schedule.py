@@ -61,13 +61,19 @@ class ScheduleStore(Part):
             return type_coerce(func.now() + literal(by, Interval()), UTCDateTime())
         return literal((now if now is not None else utcnow()) + by, UTCDateTime())
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may claim targets from this database (not on SQLite: the
+        lock file keeps it to one process)."""
+        return self.dialect != "sqlite"
+
     async def database_time(self) -> datetime:
         """The database server's clock now (this host's on SQLite)."""
         if self.dialect != "postgresql":
             return utcnow()
         stmt = select(func.clock_timestamp(type_=UTCDateTime()))
         with self._errors("cannot read the database's clock"):
-            async with self._read() as conn:
+            async with self._heartbeat() as conn:
                 value: datetime = (await conn.execute(stmt)).scalar_one()
         return value
 
@@ -241,7 +247,8 @@ class ScheduleStore(Part):
             .returning(targets.c.id)
         )
         with self._errors("cannot renew leases"):
-            async with self._write() as conn:
+            # Apart from the pool: a renewal must not queue behind the audits it keeps alive.
+            async with self._heartbeat() as conn:
                 return {int(i) for i in (await conn.execute(stmt)).scalars()}
 
     async def release_leases(self, owner: str) -> int:
