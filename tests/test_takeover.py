@@ -16,17 +16,23 @@ skips without libfaketime, or fails when ``AUDITOR_REQUIRE_FAKETIME=1`` (CI sets
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import glob
 import itertools
+import json
 import os
+import secrets
 import signal
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from auditor.model import Run, utcnow
 from auditor.simulator import Pbx, Simulator, pbx_url, serve
@@ -377,14 +383,50 @@ async def test_replicas_whose_clocks_are_five_minutes_off_neither_steal_nor_lose
     """One replica with a true clock, one 5 minutes ahead (by its own clock every lease of
     the others has run out), one 5 minutes behind (by its own, nothing is ever due and its
     leases have run out before they begin). Going by the database's clock, all three share
-    the fleet cycle by cycle, never audit one target at once, and when the one behind is
-    killed, the one ahead waits out its leases like anybody else."""
+    the fleet cycle by cycle, never audit one target at once, deliver each alert once and
+    without delay, and when the one behind is killed, the one ahead waits out its leases like
+    anybody else."""
     library = libfaketime()
     fleet = Simulator.fleet(24, scripts=3)
     every = 3.0
     # Audits long enough that the others try to claim targets while they run.
     for pbx in fleet:
         pbx.add_fault("delay", endpoint="scripts", seconds=0.4)
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        # Slow, so that the others try to claim a delivery while it is in flight.
+        await asyncio.sleep(0.5)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = web.AppRunner(app)
+    await receiver.setup()
+    await web.TCPSite(receiver, "127.0.0.1", 0).start()
+    webhook = f"""
+[[alerts.webhook]]
+name = "hook"
+url = "http://127.0.0.1:{receiver.addresses[0][1]}/hook"
+secret = "whsec_{base64.b64encode(secrets.token_bytes(32)).decode()}"
+"""
+    try:
+        await _clocks_off(library, fleet, every, received, webhook, pg_url, tmp_path, spawn_daemon)
+    finally:
+        await receiver.cleanup()
+
+
+async def _clocks_off(
+    library: str,
+    fleet: Simulator,
+    every: float,
+    received: list[dict[str, Any]],
+    webhook: str,
+    pg_url: str,
+    tmp_path: Path,
+    spawn_daemon: DaemonSpawner,
+) -> None:
     async with serve(fleet) as base, await Store.open(pg_url) as store:
         configs = [
             daemon_config(
@@ -395,6 +437,7 @@ async def test_replicas_whose_clocks_are_five_minutes_off_neither_steal_nor_lose
                 timeout="60s",
                 grace="5s",
                 max_concurrent=4,
+                extra=webhook,
             )
             for i in range(3)
         ]
@@ -422,6 +465,16 @@ async def test_replicas_whose_clocks_are_five_minutes_off_neither_steal_nor_lose
         for target in await store.reads.targets():
             assert target.next_run_at is not None
             assert target.next_run_at <= utcnow() + timedelta(seconds=2 * every), target
+        # Alerts raised by whichever replica audits: due for delivery at once by the
+        # database's clock (not 5 minutes later), and each sent by one replica only.
+        changed = fleet.names[:12]
+        for name in changed:
+            fleet[name].add_script("failover-new.sh")
+
+        def delivered() -> bool:
+            return len({alert["id"] for alert in received}) == len(changed)
+
+        await true.until(delivered, "every alert delivered")
 
         owner = owner_of(behind)
         await behind.until(partial(auditing, store, owner), "an audit under the one behind")
@@ -451,4 +504,6 @@ async def test_replicas_whose_clocks_are_five_minutes_off_neither_steal_nor_lose
             for run in runs:
                 assert launched <= run.started_at <= utcnow(), run
         assert all(t.lease_owner is None for t in await store.reads.targets())
-        assert await store.reads.alert_events(limit=None) == []
+        assert sorted(alert["target"] for alert in received) == sorted(changed)
+        assert {alert["kind"] for alert in received} == {"script.added"}
+        assert len(await store.reads.alert_events(limit=None)) == len(changed)
