@@ -16,8 +16,8 @@ to be held (a lease the database extended lasts from after the renewal was sent)
 cancelled when half a lease is left without a renewal (on PostgreSQL: on SQLite no other
 process can take it over), or at once when the database says another replica holds the
 target now. So a target is never audited by two replicas at once. The renewals have a
-database connection of their own (:meth:`auditor.store.database.Database.heartbeat`), so that they
-never wait behind the audits they keep alive.
+database connection of their own (:meth:`auditor.store.database.Database.heartbeat`), so
+that they never wait behind the audits they keep alive.
 
 At start, what a crashed predecessor held is cleaned up; at shutdown, what this replica
 holds (leases, outbox deliveries) is given back.
