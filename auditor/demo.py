@@ -145,11 +145,19 @@ async def run_demo(
         loaded = load_settings(config)
         service = Service(loaded, on_alert=on_alert)
         daemon = asyncio.create_task(service.run())
+
+        def ready() -> bool:
+            # The service shows its readiness as flags (for /readyz), not as an event.
+            return service.state.migrations_at_head and service.state.scheduler_running
+
+        # The demo's own reader opens the file once the daemon has migrated it: opening it
+        # while the migration holds the write lock fails with "database is locked".
+        while not (ready() or daemon.done()):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
         store = await Store.open(loaded.settings.database.url)
 
         async def script() -> None:
-            # The service shows its readiness as flags (for /readyz), not as an event.
-            while not (service.state.migrations_at_head and service.state.scheduler_running):  # noqa: ASYNC110
+            while not ready():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             for number, (title, action, rounds) in enumerate(steps, 1):
                 await action()
