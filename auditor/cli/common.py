@@ -1,28 +1,24 @@
 """What the command families share: exit codes, the usage-error parser, loading the
 settings for a command, opening the store, and printing (JSON, tables).
 
-It runs no command and registers none. It never imports aiohttp, Alembic, Apprise or the
-simulator at module level, and SQLAlchemy only inside ``open_store``: the parser imports
-this module for every command, ``--help`` and ``--version`` included.
+It runs no command and registers none. The parser imports this module for every command,
+``--help`` and ``--version`` included: so at module level it imports the standard library
+and ``auditor.errors`` only; the settings (pydantic), the logs (structlog), rich, the store
+(SQLAlchemy) are imported by the functions that use them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from rich.console import Console
-from rich.table import Table
-
-from auditor.config import Loaded, load_settings
 from auditor.errors import ConfigError
-from auditor.logs import configure as configure_logs
 
 if TYPE_CHECKING:
+    from auditor.config import Loaded
     from auditor.store import Store
 
 EXIT_OK = 0
@@ -78,6 +74,8 @@ def _columns(items: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     columns = _columns(items)
@@ -89,6 +87,9 @@ def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -102,6 +103,9 @@ def load(
 ) -> Loaded:
     """Settings for a command. ``[log] level`` is the daemon's; a one-shot command logs only
     warnings and errors (its results are its output), ``-v`` everything."""
+    from auditor.config import load_settings
+    from auditor.logs import configure as configure_logs
+
     loaded = load_settings(args.config)
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
@@ -129,6 +133,8 @@ async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
 
 def read(args: argparse.Namespace, work: Callable[[Store], Awaitable[T]]) -> T:
     """Load the settings, open (and migrate) the store, run ``work`` on it, close it."""
+    import asyncio
+
     loaded = load(args)
 
     async def run() -> T:

@@ -22,7 +22,6 @@ from auditor.cli.common import (
     print_table,
     read,
 )
-from auditor.config import parse_duration
 from auditor.errors import QueryError
 from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, FieldChange, Snapshot, iso, utcnow
 
@@ -33,6 +32,8 @@ if TYPE_CHECKING:
 
 def parse_when(text: str) -> datetime:
     """An ISO 8601 date or time (UTC unless it says otherwise), or an age like ``7d``."""
+    from auditor.config import parse_duration
+
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

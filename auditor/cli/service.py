@@ -9,19 +9,18 @@ Alembic) are imported only inside the commands that use them, never at module le
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
 from auditor.cli.common import EXIT_OK, EXIT_USAGE, Parser, load, open_store
-from auditor.config import load_settings
-from auditor.logs import alert_printer
 
 if TYPE_CHECKING:
     from auditor.cli.common import Commands
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from auditor.config import load_settings
+
     loaded = load_settings(args.config, require_file=True)
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
@@ -31,6 +30,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    import asyncio
+
     loaded = load(args)
 
     async def upgrade() -> str:
@@ -46,7 +47,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from auditor.errors import InUseError
+    from auditor.logs import alert_printer
     from auditor.service import run_service
 
     loaded = load(args, daemon=True)
