@@ -103,11 +103,13 @@ def _delivery_summary(report: DeliveryReport) -> str | None:
 def cmd_once(args: argparse.Namespace) -> int:
     import asyncio
 
+    from auditor.config import ensure_open_files
     from auditor.errors import InUseError
     from auditor.logs import alert_printer
     from auditor.store.lock import SqliteLock
 
     loaded = load(args, require_targets=True)
+    ensure_open_files(loaded.settings.audit.max_concurrent)
     reports: list[DeliveryReport] = []
     try:
         # Beside a daemon on the same SQLite file, both would audit the same targets.

@@ -49,11 +49,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from auditor.config import MAX_CONCURRENT_LIMIT, ensure_open_files
     from auditor.errors import InUseError
     from auditor.logs import alert_printer
     from auditor.service import run_service
 
     loaded = load(args, daemon=True)
+    # Enough for any audit.max_concurrent: a reload (SIGHUP) may raise it.
+    ensure_open_files(MAX_CONCURRENT_LIMIT)
     try:
         asyncio.run(run_service(loaded, on_alert=alert_printer()))
     except InUseError as exc:

@@ -11,6 +11,8 @@ Secrets (``client_secret``, ``http.token``) are :class:`pydantic.SecretStr`: the
 The package, one job per module (each imports only those above it):
 
 - :mod:`~auditor.config.values`: durations, bounded integers, the PBX URL, the section base
+- :mod:`~auditor.config.resources`: what the machine carries (open files), the default of
+  ``audit.max_concurrent``
 - :mod:`~auditor.config.sections`: ``[database] [schedule] [audit] [http] [log]``
 - :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
 - :mod:`~auditor.config.targets`: ``[[targets]]``
@@ -34,6 +36,15 @@ from auditor.config.alerts import (
     webhook_key,
 )
 from auditor.config.load import CONFIG_ENV, DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.resources import (
+    AUDITS_CAP,
+    FILES_RESERVED,
+    MAX_CONCURRENT_LIMIT,
+    default_max_concurrent,
+    ensure_open_files,
+    files_needed,
+    open_files_limit,
+)
 from auditor.config.sections import (
     AuditSettings,
     DatabaseSettings,
@@ -52,9 +63,12 @@ from auditor.config.values import (
 )
 
 __all__ = [
+    "AUDITS_CAP",
     "CONFIG_ENV",
     "DEFAULT_PATHS",
     "ENV_PREFIX",
+    "FILES_RESERVED",
+    "MAX_CONCURRENT_LIMIT",
     "SINK_TYPES",
     "WEBHOOK_SECRET_PREFIX",
     "AlertmanagerSettings",
@@ -74,10 +88,14 @@ __all__ = [
     "StateRule",
     "TargetSettings",
     "WebhookSettings",
+    "default_max_concurrent",
+    "ensure_open_files",
+    "files_needed",
     "find_config",
     "format_duration",
     "load_settings",
     "normalise_url",
+    "open_files_limit",
     "parse_duration",
     "webhook_key",
 ]

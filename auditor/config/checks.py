@@ -1,7 +1,8 @@
 """Checks across sections, made once the settings are valid: what one model cannot see alone.
 
 A sink's ``targets`` must name configured targets, an Apprise URL must be one Apprise
-understands, a target's ``ca_file`` must exist; ``verify_tls = false`` earns a warning.
+understands, a target's ``ca_file`` must exist; ``verify_tls = false`` earns a warning, and
+so does an ``audit.max_concurrent`` the open-file limit cannot carry.
 Each problem is one line ``config: <dotted.key>: <why>``. Reads no secret from the
 environment or from a file, and never shows an Apprise URL (it embeds a token).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from auditor.config.alerts import SINK_TYPES, AppriseSettings
+from auditor.config.resources import files_needed, open_files_limit
 from auditor.config.settings import Settings
 
 
@@ -27,7 +29,21 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
         if target.ca_file is not None and not target.ca_file.is_file():
             index = settings.targets.index(target)
             problems.append(f"config: targets[{index}].ca_file: {target.ca_file} is not a file")
+    warnings.extend(_open_files_warnings(settings))
     return problems, warnings
+
+
+def _open_files_warnings(settings: Settings) -> list[str]:
+    # The default always fits; an explicit value is honoured, but said to be too many.
+    concurrent = settings.audit.max_concurrent
+    needed, hard = files_needed(concurrent), open_files_limit()[1]
+    if needed <= hard:
+        return []
+    return [
+        f"config: audit.max_concurrent: {concurrent} audits at once need about {needed} open "
+        f"files, and this process may open {hard} (the hard RLIMIT_NOFILE; systemd: "
+        "LimitNOFILE=): audits beyond that fail to connect"
+    ]
 
 
 def sink_problems(settings: Settings) -> list[str]:

@@ -1,7 +1,8 @@
 """The daemon's own sections: ``[database]``, ``[schedule]``, ``[audit]``, ``[http]``, ``[log]``.
 
-Validated, frozen pydantic models with their defaults. Does no I/O and reads no environment;
-``http.token`` is held as a :class:`pydantic.SecretStr` and never shown.
+Validated, frozen pydantic models with their defaults. Does no I/O and reads no environment
+(the default of ``audit.max_concurrent`` asks :mod:`auditor.config.resources` what the process
+may open); ``http.token`` is held as a :class:`pydantic.SecretStr` and never shown.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from auditor.config.resources import MAX_CONCURRENT_LIMIT, default_max_concurrent
 from auditor.config.values import Duration, PositiveDuration, Section, between
 
 
@@ -55,7 +57,10 @@ class ScheduleSettings(Section):
 
 
 class AuditSettings(Section):
-    max_concurrent: Annotated[int, between(1, 1000)] = 8
+    # Audits at once in one process; unset, what the machine carries (auditor.config.resources).
+    max_concurrent: Annotated[int, between(1, MAX_CONCURRENT_LIMIT)] = Field(
+        default_factory=default_max_concurrent
+    )
     timeout: PositiveDuration = timedelta(minutes=10)
     # On SIGTERM, how long audits in flight may take to finish before they are cancelled.
     shutdown_grace: Duration = timedelta(seconds=30)
