@@ -1,6 +1,6 @@
 """Defaults that fit the machine: how many audits run at once (``audit.max_concurrent``), the
 open-file limit a process that audits lifts for itself, the PostgreSQL pool however many audits
-run at once.
+run at once; and a ``schedule.jitter`` that never holds a target back past its interval.
 
 Open-file limits are set in child processes: a process cannot raise its hard limit again.
 """
@@ -20,7 +20,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from auditor.config import AUDITS_CAP, FILES_RESERVED, load_settings
+from auditor.config import (
+    AUDITS_CAP,
+    FILES_RESERVED,
+    AuditSettings,
+    ScheduleSettings,
+    load_settings,
+)
 from auditor.simulator import Simulator, serve
 from auditor.store import driver_url
 from auditor.store.database import Database
@@ -194,3 +200,38 @@ async def test_the_pool_stays_bounded_however_many_audits_run_at_once(pg_url: st
         await asyncio.gather(*holders, return_exceptions=True)
         await counter.dispose()
         await db.close()
+
+
+def test_the_jitter_defaults_to_at_most_the_interval() -> None:
+    def jitter(**schedule: str) -> float:
+        return ScheduleSettings.model_validate(schedule).jitter.total_seconds()
+
+    assert jitter() == 30
+    assert jitter(every="10s") == 10
+    assert jitter(every="1h") == 30
+    assert jitter(cron="*/5 * * * *") == 30
+    assert AuditSettings(max_concurrent=3).max_concurrent == 3
+
+
+def test_a_jitter_longer_than_the_interval_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "auditor.toml"
+    config.write_text('[schedule]\nevery = "10s"\njitter = "30s"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "auditor", "--config", str(config), "check-config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "config: schedule.jitter: 30s is longer than schedule.every (10s): a new target would "
+        "wait several intervals for its first audit; use at most 10s"
+    ]
+    # Up to the interval it is taken, and a cron schedule draws it anew for each run.
+    config.write_text('[schedule]\nevery = "10s"\njitter = "10s"\n')
+    assert load_settings(config).settings.schedule.jitter.total_seconds() == 10
+    config.write_text('[schedule]\ncron = "* * * * *"\njitter = "5m"\n')
+    assert load_settings(config).settings.schedule.jitter.total_seconds() == 300

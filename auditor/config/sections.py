@@ -8,12 +8,23 @@ may open); ``http.token`` is held as a :class:`pydantic.SecretStr` and never sho
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from auditor.config.resources import MAX_CONCURRENT_LIMIT, default_max_concurrent
-from auditor.config.values import Duration, PositiveDuration, Section, between
+from auditor.config.values import (
+    Duration,
+    PositiveDuration,
+    Section,
+    between,
+    format_duration,
+    parse_duration,
+)
+
+# The jitter when none is set: this, or the interval when that is shorter.
+DEFAULT_JITTER = timedelta(seconds=30)
+DEFAULT_INTERVAL = timedelta(minutes=15)
 
 
 class DatabaseSettings(Section):
@@ -33,7 +44,9 @@ class DatabaseSettings(Section):
 class ScheduleSettings(Section):
     every: PositiveDuration | None = None
     cron: str | None = None
-    jitter: Duration = timedelta(seconds=30)
+    # With every, the jitter places each target once within the interval: a longer one would
+    # hold a new target back for several intervals. Unset, it is 30s or the interval if shorter.
+    jitter: Duration = DEFAULT_JITTER
     # How often the daemon looks for due targets; sub-second values are for tests.
     tick: PositiveDuration = timedelta(seconds=1)
 
@@ -42,6 +55,34 @@ class ScheduleSettings(Section):
     def _cron_fields(cls, value: str | None) -> str | None:
         if value is not None and len(value.split()) != 5:
             raise ValueError(f"must have 5 fields like '*/15 * * * *' (got {value!r})")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _jitter_within_a_short_interval(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("jitter") is not None or not data.get("every"):
+            return data
+        try:
+            every = parse_duration(data["every"])
+        except ValueError:
+            return data  # reported by the field itself
+        return {**data, "jitter": min(DEFAULT_JITTER, every)} if every < DEFAULT_JITTER else data
+
+    @field_validator("jitter")
+    @classmethod
+    def _within_interval(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        # A cron schedule draws the jitter anew for each run; an invalid every is reported alone.
+        if info.data.get("cron") is not None or "every" not in info.data:
+            return value
+        every = info.data["every"]
+        interval = every if isinstance(every, timedelta) else DEFAULT_INTERVAL
+        if value > interval:
+            where = "schedule.every" if every is not None else "the default schedule.every"
+            raise ValueError(
+                f"{format_duration(value)} is longer than {where} ({format_duration(interval)}): "
+                f"a new target would wait several intervals for its first audit; use at most "
+                f"{format_duration(interval)}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -53,7 +94,7 @@ class ScheduleSettings(Section):
     @property
     def interval(self) -> timedelta:
         """The fixed interval, when the schedule is not a cron expression."""
-        return self.every if self.every is not None else timedelta(minutes=15)
+        return self.every if self.every is not None else DEFAULT_INTERVAL
 
 
 class AuditSettings(Section):
