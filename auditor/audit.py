@@ -26,7 +26,7 @@ from auditor.alerts.lifecycle import Observation, Policy, evaluate, failures_in_
 from auditor.alerts.routing import Router
 from auditor.config import Settings, TargetSettings, format_duration
 from auditor.diff import diff, missing_scripts, unhealthy
-from auditor.errors import IncompleteListingError, SourceError
+from auditor.errors import AuditorError, IncompleteListingError, SourceError, StoreError
 from auditor.model import (
     JSON,
     SCRIPT_KEY_FIELD,
@@ -151,67 +151,29 @@ async def audit_target(
     target_id, run_id, previous_run = start.target_id, start.run_id, start.previous_run_id
     bound = bound.bind(run_id=run_id)
 
-    status: RunStatus = "ok"
-    error: str | None = None
-    fetched: Fetched | None = None
+    baseline = previous_run is None
     try:
-        async with asyncio.timeout(deadline.total_seconds() if deadline else None):
-            fetched = await fetch(client)
-    except IncompleteListingError as exc:
-        status, error = "incomplete", str(exc)
-    except SourceError as exc:
-        status, error = "failed", str(exc)
-    except TimeoutError:
-        status = "failed"
-        limit = format_duration(deadline) if deadline else "its time limit"
-        error = f"{target.name}: audit not finished within {limit} (audit.timeout)"
+        fetched, status, error = await _fetch_or_why(client, target, deadline)
+        finished = utcnow()
+        observed = await _observe(target, record, start, policy, fetched, status, error, finished)
+        events, states = evaluate(observed.observation, start.alerts, policy)
     except asyncio.CancelledError:
         await _record_cancelled(record, target, start, began, "audit cancelled")
         raise
-
-    finished = utcnow()
-    baseline = previous_run is None
-    if fetched is not None:
-        if start.digest is not None and fetched.digest == start.digest:
-            # Byte for byte what the PBX said when the record was last made to match it:
-            # nothing changed, and the record need not be read back nor diffed.
-            changes, suppressed = [], 0
-        else:
-            current = fetched.snapshot(target.name)
-            if baseline:
-                changes, suppressed = _baseline_changes(current), 0
-            else:
-                hashes = await record.current_hashes(target_id)
-                previous = await _previous_snapshot(record, target_id, hashes, current)
-                result = diff(previous, current, ignore_fields=target.ignore_fields)
-                changes, suppressed = list(result.changes), result.suppressed
-        # Once this run is recorded the record holds exactly what the PBX said, unless a
-        # change was ignored (ignore_fields): then the digest cannot vouch for it.
-        digest = fetched.digest if suppressed == 0 else None
-        observation = Observation(
-            target=target.name,
-            status="ok",
-            at=finished,
-            baseline=baseline,
-            changes=changes,
-            unhealthy=unhealthy(fetched.scripts, target.state.field, target.state.healthy),
-            missing=missing_scripts(fetched.settings, fetched.scripts),
-            listed=fetched.scripts.keys(),
-            state_field=target.state.field,
+    except StoreError:
+        raise
+    except Exception as exc:
+        # A bug: the run is recorded as failed (never left 'running'), then it goes on up.
+        await _record_failed(
+            record, target, start, began, f"internal error ({type(exc).__name__}); see the log"
         )
-        items = len(fetched.scripts)
-    else:
-        statuses = await record.recent_statuses(target_id, policy.disconnected_after + 1)
-        observation = Observation(
-            target=target.name,
-            status=status,
-            at=finished,
-            error=error,
-            failures_in_row=failures_in_row(statuses) + 1,
-        )
-        changes, suppressed, items, digest = [], 0, None, None
-
-    events, states = evaluate(observation, start.alerts, policy)
+        raise
+    changes, suppressed, items, digest = (
+        observed.changes,
+        observed.suppressed,
+        observed.items,
+        observed.digest,
+    )
     alerts = await record.commit_run(
         RunOutcome(
             run_id=run_id,
@@ -327,8 +289,99 @@ async def audit_many(
         raise
 
 
+async def _fetch_or_why(
+    client: XapiClient, target: TargetSettings, deadline: timedelta | None
+) -> tuple[Fetched | None, RunStatus, str | None]:
+    """What the PBX said, or the status and error of a run that could not hear it all."""
+    try:
+        async with asyncio.timeout(deadline.total_seconds() if deadline else None):
+            return await fetch(client), "ok", None
+    except IncompleteListingError as exc:
+        return None, "incomplete", str(exc)
+    except SourceError as exc:
+        return None, "failed", str(exc)
+    except AuditorError as exc:
+        # Refused before a request was sent (a query option the client checks, a secret
+        # not resolved): this target's failed run, like a refusal by the PBX.
+        return None, "failed", f"{target.name}: {exc}"
+    except TimeoutError:
+        limit = format_duration(deadline) if deadline else "its time limit"
+        return None, "failed", f"{target.name}: audit not finished within {limit} (audit.timeout)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Observed:
+    observation: Observation
+    changes: list[Change]
+    suppressed: int
+    items: int | None
+    digest: str | None
+
+
+async def _observe(
+    target: TargetSettings,
+    record: RecordStore,
+    start: RunStart,
+    policy: Policy,
+    fetched: Fetched | None,
+    status: RunStatus,
+    error: str | None,
+    finished: datetime,
+) -> _Observed:
+    """What the run saw: its changes against the record, and the observation for the alerts."""
+    baseline = start.previous_run_id is None
+    target_id = start.target_id
+    if fetched is not None:
+        if start.digest is not None and fetched.digest == start.digest:
+            # Byte for byte what the PBX said when the record was last made to match it:
+            # nothing changed, and the record need not be read back nor diffed.
+            changes, suppressed = [], 0
+        else:
+            current = fetched.snapshot(target.name)
+            if baseline:
+                changes, suppressed = _baseline_changes(current), 0
+            else:
+                hashes = await record.current_hashes(target_id)
+                previous = await _previous_snapshot(record, target_id, hashes, current)
+                result = diff(previous, current, ignore_fields=target.ignore_fields)
+                changes, suppressed = list(result.changes), result.suppressed
+        # Once this run is recorded the record holds exactly what the PBX said, unless a
+        # change was ignored (ignore_fields): then the digest cannot vouch for it.
+        digest = fetched.digest if suppressed == 0 else None
+        observation = Observation(
+            target=target.name,
+            status="ok",
+            at=finished,
+            baseline=baseline,
+            changes=changes,
+            unhealthy=unhealthy(fetched.scripts, target.state.field, target.state.healthy),
+            missing=missing_scripts(fetched.settings, fetched.scripts),
+            listed=fetched.scripts.keys(),
+            state_field=target.state.field,
+        )
+        items = len(fetched.scripts)
+    else:
+        statuses = await record.recent_statuses(target_id, policy.disconnected_after + 1)
+        observation = Observation(
+            target=target.name,
+            status=status,
+            at=finished,
+            error=error,
+            failures_in_row=failures_in_row(statuses) + 1,
+        )
+        changes, suppressed, items, digest = [], 0, None, None
+
+    return _Observed(observation, changes, suppressed, items, digest)
+
+
 async def _record_cancelled(
     record: RecordStore, target: TargetSettings, start: RunStart, began: datetime, what: str
+) -> None:
+    await _record_failed(record, target, start, began, f"{what} (shutdown or timeout)")
+
+
+async def _record_failed(
+    record: RecordStore, target: TargetSettings, start: RunStart, began: datetime, why: str
 ) -> None:
     # Shielded: the run must not stay 'running' nor be diffed.
     await asyncio.shield(
@@ -339,7 +392,7 @@ async def _record_cancelled(
                 status="failed",
                 started_at=began,
                 finished_at=utcnow(),
-                error=f"{target.name}: {what} (shutdown or timeout)",
+                error=f"{target.name}: {why}",
             )
         )
     )

@@ -9,7 +9,13 @@ Log lines go to stderr. Alerts are written by :func:`alert_logger` as JSON lines
 whatever the log format, because scripts read them there (``once``).
 
 A last processor drops the value of any key that looks like a credential, so a mistake
-elsewhere cannot print one.
+elsewhere cannot print one. This module decides how lines look, never what is logged.
+
+Foreign loggers (the standard library's ``logging``: aiohttp, asyncio, APScheduler ...) write
+through the same renderer, at warning and above. Their records and exceptions are not ours to
+trust: aiohttp's exceptions for a malformed request quote the raw bytes received, a bearer
+token included, so an exception raised by aiohttp, and any record of an ``aiohttp`` logger,
+is shown by its class (and HTTP status) only, never by its message or traceback.
 """
 
 from __future__ import annotations
@@ -59,13 +65,72 @@ class _JsonRenderer:
         return f"<{_SYSLOG_PRIORITY.get(level, 6)}>{line}" if self._journald else line
 
 
+def _from_aiohttp(exc: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__.split(".", 1)[0] == "aiohttp":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def hide_request_data(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """An aiohttp exception (or any exception logged by an ``aiohttp`` logger) as its class
+    and status only: its message and traceback can quote request headers."""
+    exc_info = event.get("exc_info")
+    if not exc_info:
+        return event
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+    record = event.get("_record")
+    by_aiohttp = isinstance(record, logging.LogRecord) and record.name.split(".")[0] == "aiohttp"
+    if by_aiohttp or _from_aiohttp(exc):
+        del event["exc_info"]
+        event.pop("stack_info", None)
+        if exc is not None:
+            event["error"] = type(exc).__name__
+            code = getattr(exc, "code", None)
+            if isinstance(code, int) and not isinstance(code, bool):
+                event["status"] = code
+    return event
+
+
+def _name_foreign(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    record = event.get("_record")
+    if isinstance(record, logging.LogRecord):
+        event["logger"] = record.name
+    return event
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        hide_request_data,
         redact_secrets,
     ]
+
+
+class _ForeignHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure` puts on the root logger (replaced on each call)."""
+
+
+def _route_foreign_logs(level: str, stream: TextIO, exc: Processor, renderer: Processor) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[_name_foreign, *_shared_processors()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc, renderer],
+    )
+    handler = _ForeignHandler(stream)
+    handler.setFormatter(formatter)
+    # Warnings and above only: below that, SQLAlchemy's engine logs every statement.
+    handler.setLevel(max(logging.WARNING, _level_number(level)))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _ForeignHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
 
 
 def _level_number(level: str) -> int:
@@ -90,12 +155,12 @@ def configure(
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     else:
         renderer = _JsonRenderer(journald=under_journald())
+    exc: Processor = (
+        structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info
+    )
+    _route_foreign_logs(level, stream, exc, renderer)
     structlog.configure(
-        processors=[
-            *_shared_processors(),
-            structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,
-            renderer,
-        ],
+        processors=[*_shared_processors(), exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,

@@ -8,7 +8,8 @@ are shown open in print by the ``@media print`` rules.
 The skeleton is ``templates/report.html`` (a :class:`string.Template`). The summary comes
 before the changes but is known only after the last one, so changes are rendered as they
 arrive into a temporary file, and :meth:`HtmlReport.write` assembles the document: memory
-holds one batch of records, not the report.
+holds one batch of records, not the report. A target's baseline (the records of its first
+complete run, all ``added``) is counted apart from the changes and marked on each record.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from auditor.store import ChangeRecord
 TEMPLATE: Final = "templates/report.html"
 _CHANGES_SLOT: Final = "$changes"
 KINDS: Final = ("added", "removed", "changed")
+# The summary's column for the baseline records, counted apart from the 'added' ones.
+BASELINE: Final = "baseline"
 
 
 def _e(value: object) -> str:
@@ -73,9 +76,10 @@ def _document(value: Mapping[str, Any] | None) -> str:
 def render_change(record: ChangeRecord) -> str:
     """One change as an HTML ``<section id="change-<id>">``."""
     kind = _e(record.kind)
+    mark = ' <span class="baseline">(baseline)</span>' if record.baseline else ""
     return (
         f'<section class="change" id="change-{record.id}">\n'
-        f'<h3>#{record.id} <span class="kind-{kind}">{kind}</span> '
+        f'<h3>#{record.id} <span class="kind-{kind}">{kind}</span>{mark} '
         f"{_e(record.target)} / {_e(record.collection)} / <code>{_e(record.key)}</code></h3>\n"
         '<table class="facts">'
         f"<tr><th>Time</th><td>{_e(iso(record.at))}</td><th>Run</th><td>{record.run_id}</td></tr>"
@@ -92,21 +96,41 @@ def render_change(record: ChangeRecord) -> str:
     )
 
 
-def _summary(counts: Counter[tuple[str, str]]) -> str:
+def _summary(counts: Counter[tuple[str, str]], baselines: Mapping[str, tuple[int, int]]) -> str:
+    """The counts by target and kind; ``baselines`` (target -> run, records) are counted in
+    a column and a line of their own, not as ``added``."""
     if not counts:
         return "<p>No change records match the filters.</p>"
     targets = sorted({target for target, _kind in counts})
-    head = "".join(f'<th class="num">{k}</th>' for k in KINDS)
+    columns = (BASELINE, *KINDS)
+    head = "".join(f'<th class="num">{k}</th>' for k in columns)
     rows = []
     for target in targets:
-        cells = "".join(f'<td class="num">{counts[(target, k)]}</td>' for k in KINDS)
-        total = sum(counts[(target, k)] for k in KINDS)
+        cells = "".join(f'<td class="num">{counts[(target, k)]}</td>' for k in columns)
+        total = sum(counts[(target, k)] for k in columns)
         rows.append(f'<tr><td>{_e(target)}</td>{cells}<td class="num">{total}</td></tr>')
-    totals = "".join(f'<td class="num">{sum(counts[(t, k)] for t in targets)}</td>' for k in KINDS)
-    return (
+    totals = "".join(
+        f'<td class="num">{sum(counts[(t, k)] for t in targets)}</td>' for k in columns
+    )
+    table = (
         f'<table class="counts"><thead><tr><th>target</th>{head}<th class="num">total</th>'
         f"</tr></thead><tbody>{''.join(rows)}</tbody><tfoot><tr><th>all</th>{totals}"
         f'<td class="num">{counts.total()}</td></tr></tfoot></table>'
+    )
+    return table + f'\n<p class="note" id="baselines">{_baselines_text(baselines)}</p>'
+
+
+def _baselines_text(baselines: Mapping[str, tuple[int, int]]) -> str:
+    if not baselines:
+        return "Baseline: none in this report; every record is a change found by a later run."
+    each = "; ".join(
+        f"{_e(target)}: {records} record{'s' if records != 1 else ''} of run {run}"
+        for target, (run, records) in sorted(baselines.items())
+    )
+    return (
+        f"Baseline: {each}. The first complete run of a target records every script and the "
+        "settings it found as <em>added</em>; these records are counted apart, and the other "
+        "columns hold the changes found by the runs after it."
     )
 
 
@@ -147,6 +171,8 @@ class HtmlReport:
         self._first: int | None = None
         self._last: int | None = None
         self._counts: Counter[tuple[str, str]] = Counter()
+        # target -> (its baseline run, the records of it in this report)
+        self._baselines: dict[str, tuple[int, int]] = {}
         self._values = {
             "title": _e(title),
             "version": _e(__version__),
@@ -159,7 +185,12 @@ class HtmlReport:
 
     def add(self, record: ChangeRecord) -> None:
         self._body.write(render_change(record))
-        self._counts[(record.target, record.kind)] += 1
+        if record.baseline:
+            self._counts[(record.target, BASELINE)] += 1
+            run, records = self._baselines.get(record.target, (record.run_id, 0))
+            self._baselines[record.target] = (run, records + 1)
+        else:
+            self._counts[(record.target, record.kind)] += 1
         self.count += 1
         if self._first is None:
             self._first = record.id
@@ -178,7 +209,7 @@ class HtmlReport:
             "length": str(self.length),
             "count": str(self.count),
             "span": _e(span),
-            "summary": _summary(self._counts),
+            "summary": _summary(self._counts, self._baselines),
             "note": _note(self.length),
         }
         out.write(Template(before).substitute(values))

@@ -141,7 +141,7 @@ async def raw(db_url: str, store: Store) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-# -- TLS (tests/xapi/test_client.py, test_simulator.py) --------------------------------------
+# -- TLS (tests/xapi/test_client.py, tests/simulator/test_serving.py) ---------------------
 
 
 @pytest.fixture

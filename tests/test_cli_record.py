@@ -36,6 +36,7 @@ CHANGE_FIELDS = {
     "collection",
     "key",
     "kind",
+    "baseline",
     "before",
     "after",
     "fields",
@@ -202,6 +203,8 @@ async def test_history_json_and_filters(record: Record) -> None:
     assert removed["before"]["Filename"] == record.removed
 
     assert {c["kind"] for c in until.json()} == {"added"}
+    assert all(c["baseline"] for c in until.json())
+    assert not any(c["baseline"] for c in since.json())
     assert len(until.json()) == 31 + 6
     assert until.json() + since.json() == changes
     assert only_b.json() == [c for c in changes if c["target"] == "pbx-b"]
@@ -378,6 +381,8 @@ async def test_record_commands_on_postgresql(pg_url: str, tmp_path: Path) -> Non
     changes = history.json()
     assert len(changes) == 121 + 2
     baseline_run, second_run = changes[0]["run_id"], changes[-1]["run_id"]
+    assert [c["baseline"] for c in changes] == [c["run_id"] == baseline_run for c in changes]
+    assert sum(c["baseline"] for c in changes) == 121
     assert {(c["kind"], c["key"]) for c in changes if c["run_id"] == second_run} == {
         ("added", "added-on-pg.sh"),
         ("changed", flipped),

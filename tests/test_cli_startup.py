@@ -92,3 +92,11 @@ def test_reading_the_record_imports_no_client_migrations_or_simulator(
     modules = imported_by(tmp_path, "--config", str(config), *command)
     assert "sqlalchemy" in modules
     assert heavy(modules, NEVER) == []
+
+
+def test_the_parser_spells_the_secret_kinds_as_the_settings_do() -> None:
+    """``auditor.cli.common`` writes the set out rather than load pydantic to import it."""
+    from auditor.cli.common import ALL_SECRETS
+    from auditor.config import SECRET_KINDS
+
+    assert ALL_SECRETS == SECRET_KINDS

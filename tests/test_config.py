@@ -149,8 +149,7 @@ verify_tls = "maybe"
         "config: alerts.disconnected_after: must be between 1 and 1000 (got 0)",
         "config: targets[1].url: must start with https:// or http:// (got 'ftp://b.example.com')",
         "config: targets[1].page_size: must be between 1 and 100 (got 500)",
-        "config: targets[1].verify_tls: input should be a valid boolean, unable to interpret "
-        "input (got 'maybe')",
+        "config: targets[1].verify_tls: must be true or false (got 'maybe')",
         "config: nonsense: unknown key",
     ]
     assert all("\n" not in p for p in problems)

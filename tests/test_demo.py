@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
+from pathlib import Path
 
 EXPECTED_KINDS = (
     "script.added",
@@ -20,7 +22,9 @@ EXPECTED_KINDS = (
 )
 
 
-async def test_demo_runs_the_daemon_through_every_alert_and_stops_by_itself() -> None:
+async def test_demo_runs_the_daemon_through_every_alert_and_stops_by_itself(
+    tmp_path: Path,
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
     env["COLUMNS"] = "200"
     proc = await asyncio.create_subprocess_exec(
@@ -30,6 +34,8 @@ async def test_demo_runs_the_daemon_through_every_alert_and_stops_by_itself() ->
         "demo",
         "--every",
         "1",
+        "--keep",
+        str(tmp_path / "kept"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
@@ -50,3 +56,18 @@ async def test_demo_runs_the_daemon_through_every_alert_and_stops_by_itself() ->
     failed = re.search(r"runs: (\d+) failed, (\d+) ok", text)
     assert failed is not None
     assert int(failed.group(1)) >= 2  # the PBX was down for two audits (or a third, racing)
+
+    # The closing hint works as printed, in a shell that does not hold the demo's secret.
+    hint = re.search(r"try\s+3cx-auditor (--config \S+ history)", text)
+    assert hint is not None, text[-500:]
+    assert "AUDITOR_DEMO_CLIENT_SECRET" not in env
+    history = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "auditor", *hint.group(1).split(), "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(history.communicate(), timeout=60)
+    assert history.returncode == 0, err.decode()
+    assert json.loads(out)

@@ -259,8 +259,13 @@ def test_the_report_is_self_contained_and_holds_every_change(
         next(f"change-{c.id}" for c in record.changes if c.key == ODD_NAME)
     )
 
-    kinds = ("added", "removed", "changed")
-    expected: Counter[tuple[str, str]] = Counter((c.target, c.kind) for c in record.changes)
+    # A target's baseline is counted in a column of its own, not as 'added'.
+    kinds = ("baseline", "added", "removed", "changed")
+    expected: Counter[tuple[str, str]] = Counter(
+        (c.target, "baseline" if c.baseline else c.kind) for c in record.changes
+    )
+    assert expected[("pbx-hq", "baseline")] == 9
+    assert expected[("pbx-hq", "added")] == 1
     header, *rows, total = report.counts
     assert header == ["target", *kinds, "total"]
     assert rows == [

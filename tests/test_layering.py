@@ -14,15 +14,26 @@ MIGRATIONS = ROOT / "migrations"
 
 def layers() -> list[str]:
     """The names under ``auditor/`` in the layout block of DESIGN.md, top first."""
+    return list(picture())
+
+
+def picture() -> dict[str, list[str]]:
+    """Each name under ``auditor/`` in DESIGN.md's layout block, top first, with the modules
+    listed under it (indented once more) when it is a package."""
     text = (ROOT / "DESIGN.md").read_text(encoding="utf-8")
     block = text.split("## Layout", 1)[1].split("```", 2)[1]
     body = block.split("auditor/\n", 1)[1]
-    names = []
+    names: dict[str, list[str]] = {}
+    current: list[str] | None = None
     for line in body.splitlines():
-        found = re.match(r"^  (\w+)(\.py|/)\s", line)
-        if found is None:
+        top = re.match(r"^  (\w+)(\.py|/)\s", line)
+        inner = re.match(r"^    (\w+)\.py\s", line)
+        if top is not None:
+            current = names.setdefault(top.group(1), [])
+        elif inner is not None and current is not None:
+            current.append(inner.group(1))
+        else:
             break
-        names.append(found.group(1))
     return names
 
 
@@ -92,3 +103,58 @@ def test_migrations_import_only_the_store_and_what_is_above_it() -> None:
     assert not wrong, "\n".join(wrong)
     assert (MIGRATIONS / "env.py").exists()
     assert not (PACKAGE / "migrations").exists(), "the migrations live in the top-level migrations/"
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Every module of ``auditor.<package>`` a file imports (``from auditor.store.schema import
+    x``, ``from auditor.cli import record``, ``import auditor.web.api``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[:2] != ["auditor", package]:
+                continue
+            if len(parts) > 2:
+                found.add(parts[2])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[:2] == ["auditor", package] and len(parts) > 2:
+                    found.add(parts[2])
+    return found
+
+
+def test_design_lists_every_module_of_each_package() -> None:
+    wrong = []
+    for package, modules in picture().items():
+        folder = PACKAGE / package
+        if not folder.is_dir():
+            assert not modules, f"{package} is a module, yet DESIGN.md lists modules under it"
+            continue
+        present = {p.stem for p in folder.glob("*.py") if not p.name.startswith("__")}
+        present |= {p.name for p in folder.iterdir() if (p / "__init__.py").exists()}
+        if set(modules) != present:
+            wrong.append(
+                f"auditor/{package}/: DESIGN.md lists {sorted(set(modules) - present)} that do not"
+                f" exist and misses {sorted(present - set(modules))}"
+            )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_imports_inside_each_package_point_upwards_only() -> None:
+    """Inside a package too, a module imports only the modules listed above it; the package's
+    ``__init__.py`` may re-export any of them."""
+    wrong = []
+    for package, modules in picture().items():
+        rank = {name: index for index, name in enumerate(modules)}
+        for name in modules:
+            path = PACKAGE / package / f"{name}.py"
+            for imported in sorted(imported_modules(path, package) & set(rank)):
+                if rank[imported] >= rank[name]:
+                    wrong.append(
+                        f"auditor/{package}/{name}.py imports auditor.{package}.{imported},"
+                        " which DESIGN.md lists below it"
+                    )
+    assert not wrong, "\n".join(wrong)

@@ -12,10 +12,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditor.errors import StoreError
-from auditor.model import SCRIPTS
-from auditor.store import GENESIS_HASH, Store, change_hash
+from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, Change, FieldChange
+from auditor.store import GENESIS_HASH, RunOutcome, Store, change_hash
 from auditor.store.schema import chain, changes, targets
-from tests.storedata import T0, Bodies, audit, build_history, script, scripts
+from tests.storedata import T0, Bodies, audit, build_history, draft, script, scripts
 
 # -- snapshots, runs and history ----------------------------------------------------------
 
@@ -88,6 +88,7 @@ async def test_read_side_filters_and_cursors(store: Store) -> None:
         "collection",
         "key",
         "kind",
+        "baseline",
         "before",
         "after",
         "fields",
@@ -96,6 +97,21 @@ async def test_read_side_filters_and_cursors(store: Store) -> None:
         "prev_hash",
     }
     assert as_json["prev_hash"] == GENESIS_HASH
+    # Each target's first complete run is its baseline, pbx-branch's after pbx-hq's changes;
+    # the mark is the same whatever window is read.
+    baselines = {hq_runs[0], branch_run}
+    everything = await store.reads.changes(limit=None)
+    assert {(c.run_id, c.baseline) for c in everything} == {
+        (run, run in baselines) for run in [*hq_runs, branch_run]
+    }
+    for part in (
+        await store.reads.changes("pbx-branch", limit=None),
+        await store.reads.changes(newest_first=True, limit=3),
+        await store.reads.changes(run_id=branch_run),
+        await store.reads.changes(after_id=2, before_id=5),
+    ):
+        assert part
+        assert all(c.baseline is (c.run_id in baselines) for c in part)
     late = await store.reads.changes(since=T0 + timedelta(hours=2))
     assert {c.run_id for c in late} == {hq_runs[2], hq_runs[3], hq_runs[4], branch_run}
 
@@ -181,3 +197,37 @@ async def test_verify_names_the_first_tampered_record(
     assert result.first_bad == first_bad
     assert reason in (result.reason or "")
     assert result.length == length
+
+
+async def test_a_field_missing_on_one_side_reads_back_as_missing(store: Store) -> None:
+    """A key that appears or disappears is told apart from one set to null, in the record as
+    in the alert: ``missing`` survives the round trip through the JSON columns."""
+    hq = await store.record.ensure_target("pbx-hq", "https://hq.example.com")
+    await audit(store, hq, scripts(1), at=T0)
+    fields = (
+        FieldChange("Added", None, 1, missing="old"),
+        FieldChange("Gone", "x", None, missing="new"),
+        FieldChange("Nulled", "y", None),
+    )
+    before = {"Enabled": True, "Gone": "x", "Nulled": "y"}
+    after = {"Enabled": True, "Added": 1, "Nulled": None}
+    run_id = await store.record.begin_run(hq, T0 + timedelta(hours=1))
+    event = draft("settings.changed", None, T0 + timedelta(hours=1), fields=fields)
+    await store.record.commit_run(
+        RunOutcome(
+            run_id=run_id,
+            target_id=hq,
+            status="ok",
+            finished_at=T0 + timedelta(hours=1, seconds=2),
+            pages=1,
+            items=2,
+            reported_count=1,
+            changes=[Change(SETTINGS, SETTINGS_KEY, "changed", before, after, fields)],
+            events=(event,),
+        )
+    )
+    [record] = await store.reads.changes(run_id=run_id)
+    assert [f.as_json() for f in record.fields] == [f.as_json() for f in fields]
+    [alert] = await store.reads.alert_events("pbx-hq")
+    assert [f.as_json() for f in alert.fields] == [f.as_json() for f in fields]
+    assert (await store.reads.verify()).ok

@@ -1,1 +1,3 @@
-"""Alerts: the lifecycle of alerts and, later, their sinks."""
+"""Alerts: their lifecycle, their routing, the sinks and the delivery of the outbox.
+
+Imports nothing itself, so importing one room does not load the others (Apprise is heavy)."""

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from auditor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, open_store
+from auditor.cli.common import ALL_SECRETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, open_store
 from auditor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -147,4 +147,4 @@ def add_once(commands: Commands) -> None:
     sub.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
-    sub.set_defaults(handler=cmd_once)
+    sub.set_defaults(handler=cmd_once, secrets=ALL_SECRETS)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 from auditor.errors import ConfigError
 
 if TYPE_CHECKING:
-    from auditor.config import Loaded
+    from auditor.config import Loaded, SecretKind
     from auditor.store import Store
 
 EXIT_OK = 0
@@ -98,20 +98,40 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     Console().print(table)
 
 
+# The secrets a command reads, declared where it is added to the parser:
+# ``sub.set_defaults(handler=..., secrets=PBX_SECRETS)``. A command that declares nothing
+# reads none: reading the record needs no secret, and must work in a shell that cannot
+# read them (the service's secrets are often systemd credentials).
+NO_SECRETS: frozenset[SecretKind] = frozenset()
+PBX_SECRETS: frozenset[SecretKind] = frozenset({"targets"})
+# auditor.config.SECRET_KINDS, spelled out: importing the settings here would load pydantic
+# for --version and --help (tests/test_cli_startup.py keeps the two equal).
+ALL_SECRETS: frozenset[SecretKind] = frozenset({"targets", "webhooks"})
+
+
+def secrets_of(args: argparse.Namespace) -> frozenset[SecretKind]:
+    """The secrets the command of ``args`` declared it reads (none, unless it says so)."""
+    declared: frozenset[SecretKind] = getattr(args, "secrets", NO_SECRETS)
+    return declared
+
+
 def load(
     args: argparse.Namespace, *, require_targets: bool = False, daemon: bool = False
 ) -> Loaded:
-    """Settings for a command. ``[log] level`` is the daemon's; a one-shot command logs only
-    warnings and errors (its results are its output), ``-v`` everything."""
-    from auditor.config import load_settings
+    """Settings for a command, with the secrets it declared. ``[log] level`` is the
+    daemon's; a one-shot command logs only warnings and errors (its results are its
+    output), ``-v`` everything."""
+    from auditor.config import load_settings, overrides, with_variables
     from auditor.logs import configure as configure_logs
 
-    loaded = load_settings(args.config)
+    loaded = load_settings(args.config, secrets=secrets_of(args))
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     level = loaded.settings.log.level if daemon else "warning"
     configure_logs("debug" if args.verbose else level, loaded.settings.log.format)
     if require_targets and not loaded.settings.targets:
+        if ("targets",) in overrides():
+            raise ConfigError([with_variables("config: targets: the list is empty")])
         where = loaded.path or "the configuration"
         raise ConfigError([f"config: targets: no [[targets]] in {where}"])
     return loaded

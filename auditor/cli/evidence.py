@@ -11,7 +11,9 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -49,6 +51,9 @@ _CSV_COLUMNS = [
     "fields",
     "prev_hash",
     "hash",
+    # Added after the first release of the format: new columns go at the end, so that
+    # scripts reading columns by position keep working.
+    "baseline",
 ]
 
 
@@ -72,10 +77,36 @@ async def _each_change(
         after_id = batch[-1].id
 
 
-async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[str, int, int]:
+@dataclass
+class _Exported:
+    head: str
+    length: int
+    count: int = 0
+    # target -> records of its baseline (its first complete run) among those exported
+    baselines: Counter[str] = field(default_factory=Counter)
+
+    def add(self, record: ChangeRecord) -> None:
+        self.count += 1
+        if record.baseline:
+            self.baselines[record.target] += 1
+
+    def baseline_line(self) -> str:
+        """The summary's line on baselines, apart so that 'added' means a change."""
+        total = self.baselines.total()
+        if not total:
+            return "export: no baseline records among them"
+        each = ", ".join(f"{target} {n}" for target, n in sorted(self.baselines.items()))
+        return (
+            f"export: {total} of them baseline records (a target's first complete run, "
+            f"everything it found recorded as added): {each}"
+        )
+
+
+async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> _Exported:
     from auditor.report import HtmlReport
 
     head, length = await store.reads.chain_head()
+    exported = _Exported(head, length)
     filters = {"target": args.target, "since": args.since, "until": args.until}
     if args.format == "html":
         with HtmlReport(
@@ -87,8 +118,9 @@ async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[
         ) as report:
             async for record in _each_change(store, filters, length):
                 report.add(record)
+                exported.add(record)
             report.write(out)
-        return head, length, report.count
+        return exported
     writer = csv.DictWriter(out, fieldnames=_CSV_COLUMNS) if args.format == "csv" else None
     if writer is not None:
         writer.writeheader()
@@ -99,31 +131,33 @@ async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> tuple[
             "filters": {k: iso(v) if isinstance(v, datetime) else v for k, v in filters.items()},
         }
         out.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "changes": [\n')
-    count = 0
     async for record in _each_change(store, filters, length):
         data = record.as_json()
         if writer is not None:
             for key in ("before", "after", "fields"):
                 data[key] = json.dumps(data[key], ensure_ascii=False, sort_keys=True)
+            data["baseline"] = "true" if record.baseline else "false"
             writer.writerow(data)
         else:
-            out.write((",\n" if count else "") + json.dumps(data, ensure_ascii=False))
-        count += 1
+            out.write((",\n" if exported.count else "") + json.dumps(data, ensure_ascii=False))
+        exported.add(record)
     if writer is None:
         out.write("\n]}\n")
-    return head, length, count
+    return exported
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as out:
-            head, length, count = read(args, lambda store: _export(store, args, out))
+            done = read(args, lambda store: _export(store, args, out))
     else:
-        head, length, count = read(args, lambda store: _export(store, args, sys.stdout))
+        done = read(args, lambda store: _export(store, args, sys.stdout))
     print(
-        f"export: {count} change record(s); chain head {head} ({length} records in all)",
+        f"export: {done.count} change record(s); chain head {done.head} "
+        f"({done.length} records in all)",
         file=sys.stderr,
     )
+    print(done.baseline_line(), file=sys.stderr)
     return EXIT_OK
 
 

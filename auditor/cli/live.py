@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from auditor.cli.common import (
     EXIT_OK,
+    PBX_SECRETS,
     load,
     non_negative,
     out,
@@ -90,4 +91,4 @@ def add_scripts(commands: Commands) -> None:
     sub.add_argument("--count", action="store_true", help="ask for @odata.count")
     sub.add_argument("--all", action="store_true", help="page through every script")
     sub.add_argument("--json", action="store_true", help="JSON output")
-    sub.set_defaults(handler=cmd_scripts)
+    sub.set_defaults(handler=cmd_scripts, secrets=PBX_SECRETS)

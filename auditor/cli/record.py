@@ -88,12 +88,20 @@ def cmd_history(args: argparse.Namespace) -> int:
         print_json([c.as_json() for c in found])
         return EXIT_OK
     rows = [
-        (c.id, _short(c.at), c.target, c.kind, c.collection, c.key, _fields_text(c.fields))
+        (
+            c.id,
+            _short(c.at),
+            c.target,
+            c.kind,
+            "yes" if c.baseline else "",
+            c.collection,
+            c.key,
+            _fields_text(c.fields),
+        )
         for c in found
     ]
-    print_table(
-        "history", ["id", "at (UTC)", "target", "kind", "collection", "key", "fields"], rows
-    )
+    columns = ["id", "at (UTC)", "target", "kind", "baseline", "collection", "key", "fields"]
+    print_table("history", columns, rows)
     return EXIT_OK
 
 

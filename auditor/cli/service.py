@@ -12,21 +12,46 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from auditor.cli.common import EXIT_OK, EXIT_USAGE, Parser, load, open_store
+from auditor.cli.common import (
+    ALL_SECRETS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    NO_SECRETS,
+    Parser,
+    load,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from auditor.cli.common import Commands
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    # The secrets are read and checked, as `run` will: a configuration whose secret cannot
+    # be read is not ready. --no-secrets checks all the rest where they cannot be read (an
+    # admin shell beside a service whose secrets are systemd credentials).
     from auditor.config import load_settings
 
-    loaded = load_settings(args.config, require_file=True)
+    kinds = NO_SECRETS if args.no_secrets else ALL_SECRETS
+    loaded = load_settings(args.config, require_file=True, secrets=kinds)
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     count = len(loaded.settings.targets)
-    print(f"config: ok: {loaded.path} ({count} target{'s' if count != 1 else ''})")
-    return EXIT_OK
+    unread = "; secrets not read" if args.no_secrets else ""
+    print(f"config: ok: {loaded.path} ({count} target{'s' if count != 1 else ''}{unread})")
+    if not args.connect:
+        return EXIT_OK
+    import asyncio
+
+    from auditor.cli.connect import connect_all
+    from auditor.logs import configure as configure_logs
+
+    configure_logs("debug" if args.verbose else "warning", loaded.settings.log.format)
+    lines = asyncio.run(connect_all(loaded.settings))
+    for line in lines:
+        print(line.text)
+    return EXIT_OK if all(line.ok for line in lines) else EXIT_FAILED
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -66,7 +91,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def add_check_config(commands: Commands) -> None:
-    sub = commands.add_parser("check-config", help="validate the configuration")
+    sub = commands.add_parser(
+        "check-config",
+        help="validate the configuration (--connect: and reach every PBX and the database)",
+        description="Validate the configuration: every key, the secrets (as the daemon reads "
+        "them), each target's filter and search. Exit 0 valid, 2 invalid; with --connect, "
+        "1 when a PBX or the database cannot be reached.",
+    )
+    mode = sub.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="do not read the secrets (for a shell that cannot read the service's credentials)",
+    )
+    mode.add_argument(
+        "--connect",
+        action="store_true",
+        help="also log in to each PBX (one request for one script, with the target's filter) "
+        "and open the database, one line each; a running daemon may log in again after it",
+    )
     sub.set_defaults(handler=cmd_check_config)
 
 
@@ -84,4 +127,4 @@ def add_run(commands: Commands) -> None:
         "run",
         help="the daemon: audit on schedule until SIGTERM (health and metrics over HTTP)",
     )
-    sub.set_defaults(handler=cmd_run)
+    sub.set_defaults(handler=cmd_run, secrets=ALL_SECRETS)

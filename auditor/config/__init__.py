@@ -10,6 +10,8 @@ Secrets (``client_secret``, ``http.token``) are :class:`pydantic.SecretStr`: the
 
 The package, one job per module (each imports only those above it):
 
+- :mod:`~auditor.config.database`: what a database URL holds: its secrets (masked for
+  display), its TLS mode, the driver's parameters
 - :mod:`~auditor.config.values`: durations, bounded integers, the PBX URL, the section base
 - :mod:`~auditor.config.resources`: what the machine carries (open files), the default of
   ``audit.max_concurrent``
@@ -17,8 +19,10 @@ The package, one job per module (each imports only those above it):
 - :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
 - :mod:`~auditor.config.targets`: ``[[targets]]``
 - :mod:`~auditor.config.settings`: :class:`Settings`, the root, with the environment on top
+- :mod:`~auditor.config.environment`: the ``AUDITOR_*`` variables: which key each sets, unknown ones
+- :mod:`~auditor.config.problems`: validation errors in plain words, secret values never shown
 - :mod:`~auditor.config.secrets`: secrets from the environment, files, ``$CREDENTIALS_DIRECTORY``
-- :mod:`~auditor.config.checks`: checks across sections once the settings are valid
+- :mod:`~auditor.config.checks`: checks across sections once the settings are valid (filters too)
 - :mod:`~auditor.config.load`: finding and reading the file, one line per problem
 
 Other modules import from here, not from the modules above. Nothing here prints or logs.
@@ -35,7 +39,15 @@ from auditor.config.alerts import (
     WebhookSettings,
     webhook_key,
 )
-from auditor.config.load import CONFIG_ENV, DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.database import (
+    DSN_PARAMETERS,
+    DatabaseTls,
+    database_tls,
+    display_url,
+    url_secrets,
+)
+from auditor.config.environment import CONFIG_ENV, overrides, with_variables
+from auditor.config.load import DEFAULT_PATHS, Loaded, find_config, load_settings
 from auditor.config.resources import (
     AUDITS_CAP,
     FILES_RESERVED,
@@ -45,6 +57,7 @@ from auditor.config.resources import (
     files_needed,
     open_files_limit,
 )
+from auditor.config.secrets import SECRET_KINDS, SecretKind
 from auditor.config.sections import (
     AuditSettings,
     DatabaseSettings,
@@ -66,9 +79,11 @@ __all__ = [
     "AUDITS_CAP",
     "CONFIG_ENV",
     "DEFAULT_PATHS",
+    "DSN_PARAMETERS",
     "ENV_PREFIX",
     "FILES_RESERVED",
     "MAX_CONCURRENT_LIMIT",
+    "SECRET_KINDS",
     "SINK_TYPES",
     "WEBHOOK_SECRET_PREFIX",
     "AlertmanagerSettings",
@@ -76,19 +91,23 @@ __all__ = [
     "AppriseSettings",
     "AuditSettings",
     "DatabaseSettings",
+    "DatabaseTls",
     "Duration",
     "HttpSettings",
     "Loaded",
     "LogSettings",
     "PositiveDuration",
     "ScheduleSettings",
+    "SecretKind",
     "Settings",
     "SinkSettings",
     "SinkUrl",
     "StateRule",
     "TargetSettings",
     "WebhookSettings",
+    "database_tls",
     "default_max_concurrent",
+    "display_url",
     "ensure_open_files",
     "files_needed",
     "find_config",
@@ -96,6 +115,9 @@ __all__ = [
     "load_settings",
     "normalise_url",
     "open_files_limit",
+    "overrides",
     "parse_duration",
+    "url_secrets",
     "webhook_key",
+    "with_variables",
 ]

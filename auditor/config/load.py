@@ -1,5 +1,6 @@
 """Loading: find the config file, read its TOML, validate it with the environment on top,
-resolve the secrets, run the cross-section checks, and turn every problem into one line.
+resolve the secrets the caller needs, run the cross-section checks, and turn every problem
+into one line (naming the environment variable behind it, when one is).
 
 The file: ``--config``, else ``$AUDITOR_CONFIG``, else ``./auditor.toml``, else
 ``/etc/3cx-auditor/config.toml``. Every problem is reported as ``config: <dotted.key>: <why>``
@@ -10,22 +11,35 @@ Never prints and never logs: warnings are handed back in :class:`Loaded`.
 
 from __future__ import annotations
 
-import difflib
 import os
+import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from auditor.config.checks import check_settings
-from auditor.config.secrets import resolve_secrets, world_readable_with_secret
+from auditor.config.environment import (
+    CONFIG_ENV,
+    overrides,
+    referenced_names,
+    unknown_variables,
+    with_variables,
+)
+from auditor.config.problems import problems_of
+from auditor.config.secrets import (
+    SECRET_KINDS,
+    SecretKind,
+    resolve_secrets,
+    world_readable_with_secret,
+)
 from auditor.config.settings import Settings
 from auditor.errors import ConfigError
 
-CONFIG_ENV = "AUDITOR_CONFIG"
 DEFAULT_PATHS = (Path("auditor.toml"), Path("/etc/3cx-auditor/config.toml"))
 
 
@@ -51,57 +65,32 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
-def _dotted(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
+def _settings_error(exc: SettingsError, environ: Mapping[str, str]) -> list[str]:
+    """pydantic-settings could not decode a variable (JSON for a table or a list)."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else ""
+    names = [name for path, name in overrides(environ).items() if path[:1] == (field,)]
+    where = f"config: {field}" if field else "config: environment"
+    return [
+        f"{where} (from {', '.join(sorted(names)) or 'the environment'}): not valid JSON "
+        "(a table or a list in an environment variable is written as JSON)"
+    ]
 
 
-def _section_fields(loc: Sequence[int | str]) -> list[str]:
-    """Names allowed at the place of an unknown key, for a 'did you mean' hint."""
-    model: Any = Settings
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        annotation = field.annotation
-        inner = getattr(annotation, "__args__", None)
-        if inner and not hasattr(annotation, "model_fields"):
-            annotation = next((a for a in inner if hasattr(a, "model_fields")), annotation)
-        model = annotation
-    return list(getattr(model, "model_fields", {}))
+def load_settings(
+    path: str | os.PathLike[str] | None,
+    *,
+    require_file: bool = False,
+    secrets: Collection[SecretKind] = SECRET_KINDS,
+) -> Loaded:
+    """Read, validate and resolve the configuration; raise ConfigError with every problem.
 
-
-def _problems(error: ValidationError) -> list[str]:
-    lines = []
-    for item in error.errors(include_url=False):
-        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        # Union members and Annotated wrappers add their type name to the location.
-        loc = [p for p in loc if not ((isinstance(p, str) and p[:1].isupper()) or p == "str")]
-        key = _dotted(loc) or "(top level)"
-        kind = item["type"]
-        if kind == "extra_forbidden":
-            hint = difflib.get_close_matches(str(loc[-1]), _section_fields(loc), n=1)
-            why = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        elif kind == "missing":
-            why = "required"
-        else:
-            why = str(item["msg"]).removeprefix("Value error, ")
-            got = item.get("input")
-            if kind in ("string_type", "int_type", "int_parsing", "bool_type", "bool_parsing"):
-                why = f"{why.rstrip('.').lower()} (got {got!r})"
-        lines.append(f"config: {key}: {why}")
-    return list(dict.fromkeys(lines))
-
-
-def load_settings(path: str | os.PathLike[str] | None, *, require_file: bool = False) -> Loaded:
-    """Read, validate and resolve the configuration; raise ConfigError with every problem."""
+    ``secrets``: which secrets to read and check (``"targets"``: the PBXs' client secrets,
+    ``"webhooks"``: the webhooks' signing secrets). Those left out stay unresolved: a
+    command that reads only the record needs none of them, and must not fail where they
+    cannot be read (an admin shell beside a service whose secrets are systemd credentials).
+    """
+    environ = os.environ
     config_path = find_config(path)
     data: dict[str, Any] = {}
     warnings: list[str] = []
@@ -128,14 +117,22 @@ def load_settings(path: str | os.PathLike[str] | None, *, require_file: bool = F
                 f"config: {config_path}: holds a secret and is readable by other users; "
                 f"run: chmod o-r {config_path} (or use client_secret_file / LoadCredential)"
             )
+    unknown = unknown_variables(environ, referenced=referenced_names(data))
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
-    settings, problems = resolve_secrets(settings)
+        raise ConfigError(_labelled(problems_of(exc) + unknown, environ)) from None
+    except SettingsError as exc:
+        raise ConfigError(_settings_error(exc, environ) + unknown) from None
+    settings, problems = resolve_secrets(settings, secrets)
     check_problems, check_warnings = check_settings(settings)
     problems.extend(check_problems)
+    problems.extend(unknown)
     warnings.extend(check_warnings)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_labelled(problems, environ))
     return Loaded(settings=settings, path=config_path, warnings=tuple(warnings))
+
+
+def _labelled(problems: list[str], environ: Mapping[str, str]) -> list[str]:
+    return [with_variables(problem, environ) for problem in problems]

@@ -8,21 +8,26 @@ validated settings and reports each one that is missing, empty or malformed as
 
 This is the only part of the configuration that follows a ``*_env`` or ``*_file`` reference
 to a secret; it is kept apart from loading so that a caller can validate a configuration
-without touching them. It never logs, and no message it makes holds a secret's value.
+without touching them, and a command resolves only the kinds it uses (reading the record
+uses none). It never logs, and no message it makes holds a secret's value.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from auditor.config.alerts import webhook_key
 from auditor.config.settings import Settings
+
+SecretKind = Literal["targets", "webhooks"]
+# Every kind: what the daemon and ``once`` need (they log in to PBXs and sign webhooks).
+SECRET_KINDS: frozenset[SecretKind] = frozenset({"targets", "webhooks"})
 
 
 def read_secret_file(path: Path) -> str:
@@ -34,11 +39,28 @@ def read_secret_file(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def resolve_secrets(settings: Settings) -> tuple[Settings, list[str]]:
-    """Every secret read and set in place; the problems found, targets first, then webhooks."""
-    settings, problems = resolve_target_secrets(settings)
-    settings, webhook_problems = resolve_webhook_secrets(settings)
-    return settings, problems + webhook_problems
+def resolve_secrets(
+    settings: Settings, kinds: Collection[SecretKind] = SECRET_KINDS
+) -> tuple[Settings, list[str]]:
+    """The secrets of ``kinds`` read and set in place; the problems found, targets first,
+    then webhooks. Secrets of other kinds are left as they are: unread, and unchecked."""
+    problems: list[str] = []
+    if "targets" in kinds:
+        settings, problems = resolve_target_secrets(settings)
+    if "webhooks" in kinds:
+        settings, webhook_problems = resolve_webhook_secrets(settings)
+        problems += webhook_problems
+    return settings, problems
+
+
+def _unreadable(key: str, path: Path, exc: OSError) -> str:
+    problem = f"config: {key}: cannot read {path}: {exc.strerror or exc}"
+    if not path.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        problem += (
+            " ($CREDENTIALS_DIRECTORY is not set: a systemd credential can be read only by"
+            " the service; check-config --no-secrets checks the rest)"
+        )
+    return problem
 
 
 def resolve_target_secrets(settings: Settings) -> tuple[Settings, list[str]]:
@@ -60,9 +82,7 @@ def resolve_target_secrets(settings: Settings) -> tuple[Settings, list[str]]:
             try:
                 value = read_secret_file(target.client_secret_file)
             except OSError as exc:
-                problems.append(
-                    f"config: {key}: cannot read {target.client_secret_file}: {exc.strerror or exc}"
-                )
+                problems.append(_unreadable(key, target.client_secret_file, exc))
             else:
                 if not value:
                     problems.append(f"config: {key}: {target.client_secret_file} is empty")
@@ -94,9 +114,7 @@ def resolve_webhook_secrets(settings: Settings) -> tuple[Settings, list[str]]:
             try:
                 value = read_secret_file(hook.secret_file)
             except OSError as exc:
-                problems.append(
-                    f"config: {key}: cannot read {hook.secret_file}: {exc.strerror or exc}"
-                )
+                problems.append(_unreadable(key, hook.secret_file, exc))
         else:
             key = f"{where}.secret"
             value = hook.secret.get_secret_value() if hook.secret is not None else None

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from auditor.config.database import url_problems
 from auditor.config.resources import MAX_CONCURRENT_LIMIT, default_max_concurrent
 from auditor.config.values import (
     Duration,
@@ -38,6 +39,9 @@ class DatabaseSettings(Section):
             raise ValueError(
                 f"must be a sqlite:///path or postgresql://user@host/db URL (got scheme {scheme!r})"
             )
+        problems = url_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
 
@@ -53,8 +57,17 @@ class ScheduleSettings(Section):
     @field_validator("cron")
     @classmethod
     def _cron_fields(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) != 5:
+        if value is None:
+            return value
+        if len(value.split()) != 5:
             raise ValueError(f"must have 5 fields like '*/15 * * * *' (got {value!r})")
+        # Parsed as the daemon will parse it, so that check-config refuses what `run` would.
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (got {value!r})") from None
         return value
 
     @model_validator(mode="before")
@@ -110,6 +123,19 @@ class AuditSettings(Section):
 class HttpSettings(Section):
     listen: str = "127.0.0.1:9337"
     token: SecretStr | None = None
+    # Serve the API and the feed without a token on an address beyond this host.
+    allow_unauthenticated: bool = False
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token (AUDITOR_HTTP__TOKEN= over a file that sets one) would switch
+        # authentication off without a word: refused, never taken as "no token".
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "is empty: set a token, or remove the key (and AUDITOR_HTTP__TOKEN) for none"
+            )
+        return value
 
     @field_validator("listen")
     @classmethod

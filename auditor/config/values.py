@@ -83,23 +83,44 @@ def normalise_url(value: str) -> str:
     """The PBX's base URL: scheme and host, no trailing ``/`` or ``/xapi/v1``.
 
     A path prefix is kept (a PBX behind a reverse proxy, or one of the simulator's PBXs).
-    Credentials, queries and fragments are refused: they would end up in logs.
+    Credentials, queries and fragments are refused: they would end up in logs. So is the
+    address of an endpoint (``.../xapi/v1/Backups/...``, ``.../connect/token``) pasted in
+    place of the base URL: the message names the base URL meant.
     """
     parts = urlsplit(value.strip())
+    # Before any message that shows the value: the part before "@" may be a password.
+    if parts.username or parts.password or "@" in value:
+        raise ValueError("must not contain credentials; use client_id and client_secret")
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"must start with https:// or http:// (got {value!r})")
+        hint = ""
+        if "://" not in value and value.strip():
+            hint = f"; did you mean 'https://{value.strip()}'?"
+        raise ValueError(f"must start with https:// or http:// (got {value!r}){hint}")
     if not parts.hostname:
         raise ValueError(f"has no host name (got {value!r})")
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials; use client_id and client_secret")
     if parts.query or parts.fragment:
-        raise ValueError("must not contain a query or a fragment")
+        base = urlunsplit((parts.scheme, parts.netloc.lower(), "", "", ""))
+        raise ValueError(
+            "must not contain a query or a fragment: it is the PBX's base URL, "
+            f"like {base!r}, not the address of a page"
+        )
     path = parts.path.rstrip("/")
     for suffix in ("/xapi/v1", "/xapi"):
         if path.lower().endswith(suffix):
             path = path[: -len(suffix)]
             break
+    endpoint = _ENDPOINT.search(path)
+    if endpoint is not None:
+        base = urlunsplit((parts.scheme, parts.netloc.lower(), path[: endpoint.start()], "", ""))
+        raise ValueError(
+            f"is the address of an endpoint, not the PBX's base URL (got {value!r}); "
+            f"did you mean {base!r}?"
+        )
     return urlunsplit((parts.scheme, parts.netloc.lower(), path.rstrip("/"), "", ""))
+
+
+# Where a pasted endpoint address starts: the XAPI's path or the token endpoint.
+_ENDPOINT = re.compile(r"/(?:xapi(?:/|$)|connect/token$)", re.IGNORECASE)
 
 
 class Section(BaseModel):

@@ -1,5 +1,5 @@
 """The OData query options of the simulated listing: parsing, validation and the messages a
-real 3CX (ASP.NET Core OData) answers with when it refuses one."""
+real 3CX (ASP.NET Core OData) answers with when it refuses one. Pure: no HTTP, no state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Serving a simulator: an async context manager for tests and a blocking run for the CLI."""
+"""Serving a simulator: an async context manager for tests and a blocking run for the CLI.
+
+It only starts and stops servers; what a request gets is decided in ``app`` and ``pbx``."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
 ``store.reads`` (:class:`ReadStore`). Only re-exports: nothing here runs a query.
 """
 
-from auditor.store.engine import display_url, driver_url
+from auditor.config import display_url
+from auditor.store.engine import driver_url
 from auditor.store.outbox import OutboxStore
 from auditor.store.reads import ReadStore
 from auditor.store.record import RecordStore

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from auditor.config import database_tls, display_url, url_secrets
 from auditor.errors import StoreError
 from auditor.store.batch import Merged, MergedGroups, TransactionWorker
 from auditor.store.engine import (
@@ -39,7 +40,6 @@ from auditor.store.engine import (
     create_engine,
     create_thread_engine,
     current_revisions,
-    display_url,
     driver_url,
     head_revisions,
     pool_size_for,
@@ -67,6 +67,18 @@ def _stamped_revisions(connection: Connection) -> set[str]:
     return set(rows)
 
 
+async def _tls_statement(conn: AsyncConnection, url: str) -> str:
+    """The TLS mode ``url`` asks for, and whether the connection ``conn`` is encrypted."""
+    result = await conn.exec_driver_sql(
+        "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    )
+    row: Any = result.first()
+    tls = database_tls(url)
+    asked = tls.describe() if tls is not None else "sslmode unknown"
+    got = f"encrypted ({row.version})" if row is not None and row.ssl else "not encrypted"
+    return f"{asked}; this connection: {got}"
+
+
 class Database:
     """The audit record's database, open: one SQLite file or one PostgreSQL database.
 
@@ -78,9 +90,11 @@ class Database:
         self.engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._url = url
-        self._secret = driver_url(url).password
+        self._secrets = url_secrets(url)
         self._closed = False
         self.url_for_display: str = display_url(url)
+        # PostgreSQL: the TLS mode asked for and what the first connection got (see open).
+        self.tls: str | None = None
         self.dialect: str = engine.dialect.name
         # SQLite: the transactions of an audit run in one thread, grouped (see transact).
         self._worker: TransactionWorker | None = None
@@ -103,7 +117,10 @@ class Database:
         try:
             with db.errors("cannot connect"):
                 async with engine.connect() as conn:
-                    await conn.exec_driver_sql("SELECT 1")
+                    if db.dialect == "postgresql":
+                        db.tls = await _tls_statement(conn, url)
+                    else:
+                        await conn.exec_driver_sql("SELECT 1")
         except StoreError:
             await engine.dispose()
             raise
@@ -123,7 +140,7 @@ class Database:
 
     @contextmanager
     def errors(self, action: str) -> Iterator[None]:
-        with translate_errors(action, self.url_for_display, self._secret):
+        with translate_errors(action, self.url_for_display, self._secrets):
             yield
 
     def check_open(self) -> None:

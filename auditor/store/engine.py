@@ -6,9 +6,10 @@ driver) for the transactions the store runs whole in a worker thread. SQLite con
 in WAL mode (``synchronous = NORMAL``) with a busy timeout and foreign keys on, and take the
 write lock up front (``BEGIN IMMEDIATE``) on the write engines, so that two writers queue
 instead of failing half-way with "database is locked". Every foreign error becomes one
-:class:`~auditor.errors.StoreError` line that names the database by its URL with the
-password hidden. The migration scripts are Alembic's to load, from the folder of the (empty)
-package ``auditor.migrations``: this module never imports a script.
+:class:`~auditor.errors.StoreError` line that names the database by its URL with every
+secret in it hidden (:func:`auditor.config.database.display_url`). The migration scripts are
+Alembic's to load, from the folder of the (empty) package ``auditor.migrations``: this
+module never imports a script.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import asyncio
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
@@ -29,6 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from auditor.config import DSN_PARAMETERS, display_url
 from auditor.errors import StoreError
 
 if TYPE_CHECKING:
@@ -83,20 +86,20 @@ def _parse(url: str) -> URL:
         ) from None
 
 
-def display_url(url: str) -> str:
-    """The URL as it may be shown: the password replaced by ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<invalid database URL>"
-
-
 def driver_url(url: str) -> URL:
-    """Map a user's URL to the async driver's: sqlite -> aiosqlite, postgres(ql) -> asyncpg."""
+    """Map a user's URL to the async driver's: sqlite -> aiosqlite, postgres(ql) -> asyncpg.
+
+    A ``password`` query parameter moves to the URL's password (which SQLAlchemy hides when it
+    shows a URL); libpq's parameters stay in the query for :func:`create_engine`.
+    """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+asyncpg")
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+        password = parsed.query.get("password")
+        if isinstance(password, str):
+            parsed = parsed.difference_update_query(["password"]).set(password=password)
+        return parsed
     if backend == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
@@ -175,7 +178,24 @@ def create_engine(
         return engine
     if not single_use:
         options.update(pool_size=pool_size, pool_pre_ping=True)
-    return create_async_engine(url, connect_args={"timeout": PG_CONNECT_TIMEOUT_S}, **options)
+    url, connect_args = _asyncpg_args(url)
+    return create_async_engine(url, connect_args=connect_args, **options)
+
+
+def _asyncpg_args(url: URL) -> tuple[URL, dict[str, Any]]:
+    """The URL without libpq's parameters, and the driver's arguments carrying them.
+
+    SQLAlchemy passes each query parameter to ``asyncpg.connect`` as a keyword, and asyncpg
+    takes ``sslmode``, ``sslrootcert`` and the other libpq names only from a connection
+    string: they go there (beside the URL's own parts, which the keywords still set), so that
+    ``?sslmode=verify-full&sslrootcert=...`` means what it means to libpq.
+    """
+    libpq = {key: value for key, value in url.query.items() if key in DSN_PARAMETERS}
+    connect_args: dict[str, Any] = {"timeout": PG_CONNECT_TIMEOUT_S}
+    if libpq:
+        connect_args["dsn"] = "postgresql://?" + urlencode(libpq, doseq=True)
+        url = url.difference_update_query(libpq)
+    return url, connect_args
 
 
 def create_thread_engine(url: URL) -> Engine:
@@ -201,16 +221,21 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def translate_errors(action: str, where: str, secret: str | None = None) -> Iterator[None]:
-    """Turn a driver or SQLAlchemy error into ``StoreError("database <where>: <action>: ...")``."""
+def translate_errors(action: str, where: str, secrets: Sequence[str] = ()) -> Iterator[None]:
+    """Turn a driver or SQLAlchemy error into ``StoreError("database <where>: <action>: ...")``.
+
+    ``secrets`` (:func:`~auditor.config.database.url_secrets`, longest first) are replaced by
+    ``***`` in the message; an error whose text held one is not chained (its traceback would).
+    """
     try:
         yield
     except StoreError:
         raise
     except _FOREIGN_ERRORS as exc:
         message = f"database {where}: {action}: {_reason(exc)}"
-        if secret and secret in message:
-            message = message.replace(secret, "***")
+        if any(secret in message or secret in repr(exc) for secret in secrets):
+            for secret in secrets:
+                message = message.replace(secret, "***")
             raise StoreError(message) from None
         raise StoreError(message) from exc
 

@@ -2,6 +2,7 @@
 
 SQLite serialises writers itself, but two auditors on one file would audit the same targets
 at once and record their changes twice; PostgreSQL has leases for that, SQLite has this.
+It never touches the database itself.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import fcntl
 import os
 from pathlib import Path
 
+from auditor.config import display_url
 from auditor.errors import InUseError, StoreError
-from auditor.store.engine import display_url, driver_url
+from auditor.store.engine import driver_url
 
 
 class SqliteLock:

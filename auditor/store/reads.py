@@ -3,6 +3,7 @@
 Targets, runs, alert events and the history, each in id order with the same window
 (``target``, ``since``/``until``, ``after_id``/``before_id``, ``limit``, ``newest_first``);
 the snapshot at any complete run, rebuilt from the versions (:mod:`auditor.store.history`);
+which changes are a target's baseline (derived from the chain, see :data:`BASELINE`);
 the chain's head and its verification; the fleet's health for the gauges.
 
 This part never writes, and nothing in it takes a lock.
@@ -24,6 +25,23 @@ from auditor.store.records import ChangeRecord, FleetHealth, TargetRow, VerifyRe
 from auditor.store.schema import alert_events, chain, changes, runs, targets, versions
 
 VERIFY_BATCH = 1000
+
+# A change is part of its target's baseline when its run is the run of the target's first
+# change record: a first complete run records every item it found as 'added', the failover
+# settings always among them, so that run is the first to write to the chain for the target.
+# Derived from the target and run_id of records and from their order, all of which the
+# chain's hashes cover: verify() vouches for the mark as for the records, old records get it
+# too, and nothing is stored. One index lookup (ix_changes_target_id_id) per record read.
+_first = changes.alias("first_of_target")
+BASELINE = (
+    changes.c.run_id
+    == select(_first.c.run_id)
+    .where(_first.c.target_id == changes.c.target_id)
+    .order_by(_first.c.id)
+    .limit(1)
+    .correlate(changes)
+    .scalar_subquery()
+).label("baseline")
 
 
 class ReadStore(Part):
@@ -184,8 +202,9 @@ class ReadStore(Part):
         newest_first: bool = False,
         run_id: int | None = None,
     ) -> list[ChangeRecord]:
-        """Recorded changes in chain order (``newest_first`` reverses it)."""
-        stmt = select(changes, targets.c.name.label("target")).join(
+        """Recorded changes in chain order (``newest_first`` reverses it), each marked
+        ``baseline`` when its run was its target's first complete run."""
+        stmt = select(changes, targets.c.name.label("target"), BASELINE).join(
             targets, targets.c.id == changes.c.target_id
         )
         if run_id is not None:
@@ -219,6 +238,7 @@ class ReadStore(Part):
                 at=r.at,
                 hash=r.hash,
                 prev_hash=r.prev_hash,
+                baseline=bool(r.baseline),
             )
             for r in rows
         ]

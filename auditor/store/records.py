@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from auditor.model import (
     JSON,
@@ -115,7 +115,11 @@ class RunOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ChangeRecord:
-    """One recorded change: a link of the history hash chain."""
+    """One recorded change: a link of the history hash chain.
+
+    ``baseline``: the change was written by its target's first complete run, which records
+    everything it found as ``added`` (derived when read, see ``ReadStore.changes``).
+    """
 
     id: int
     run_id: int
@@ -129,6 +133,7 @@ class ChangeRecord:
     at: datetime
     hash: str
     prev_hash: str
+    baseline: bool = False
 
     def as_json(self) -> JSON:
         return {
@@ -138,6 +143,7 @@ class ChangeRecord:
             "collection": self.collection,
             "key": self.key,
             "kind": self.kind,
+            "baseline": self.baseline,
             "before": self.before,
             "after": self.after,
             "fields": [f.as_json() for f in self.fields],
@@ -218,8 +224,20 @@ def change_hash(
 
 
 def field_changes(raw: Any) -> tuple[FieldChange, ...]:
-    """The field-level diff of a change or an alert as read back from its JSON column."""
-    return tuple(FieldChange(f["field"], f.get("old"), f.get("new")) for f in raw or ())
+    """The field-level diff of a change or an alert as read back from its JSON column,
+    ``missing`` included: a key that appeared or disappeared stays told apart from a null."""
+    return tuple(
+        FieldChange(f["field"], f.get("old"), f.get("new"), _missing(f.get("missing")))
+        for f in raw or ()
+    )
+
+
+def _missing(value: Any) -> Literal["old", "new"] | None:
+    if value == "old":
+        return "old"
+    if value == "new":
+        return "new"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

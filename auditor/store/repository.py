@@ -41,6 +41,8 @@ class Store:
         self._db = db
         self.url_for_display: str = db.url_for_display
         self.dialect: str = db.dialect
+        # PostgreSQL: "sslmode=... (where it was set): what it checks; this connection: ...".
+        self.tls: str | None = db.tls
         self.record = RecordStore(db)
         self.schedule = ScheduleStore(db)
         self.outbox = OutboxStore(db)

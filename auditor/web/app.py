@@ -57,7 +57,10 @@ def make_app(
             ]
         )
     middlewares = [errors_middleware()]
-    if token is not None and token.get_secret_value():
+    if token is not None:
+        if not token.get_secret_value().strip():
+            # An empty token must not mean "no authentication" (the settings refuse it too).
+            raise ConfigError(["config: http.token: is empty"])
         middlewares.append(bearer_middleware(token))
     app = web.Application(middlewares=middlewares)
     app[STORE_KEY] = store

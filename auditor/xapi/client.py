@@ -8,12 +8,15 @@ API call means "log in again once, then give up"; failed logins are never retrie
 What it hands to others: tokens (:mod:`~auditor.xapi.tokens`), turning failures into our
 errors (:mod:`~auditor.xapi.failures`), and paging a collection and proving it complete
 (:mod:`~auditor.xapi.paging`). Never prints, never touches the store; secrets and tokens are
-scrubbed from every message.
+scrubbed from every message. It follows no redirect: the login would re-send the client secret
+wherever a 307/308 points, and a GET could be led from https:// to http://; a redirect is
+reported as a failure naming where it pointed.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,12 +40,15 @@ from auditor.model import JSON, SCRIPT_KEY_FIELD
 from auditor.odata import check_filter
 from auditor.xapi.answers import Listing, Page, SettingsAnswer, answer_digest
 from auditor.xapi.failures import (
+    REDIRECT_STATUSES,
     Retryable,
     TokenRejected,
     answer_failure,
     login_failure,
+    no_token_endpoint,
     parse_json,
     parse_retry_after,
+    redirect_failure,
     transport_failure,
 )
 from auditor.xapi.paging import list_all, parse_page, query_options
@@ -233,12 +239,18 @@ class XapiClient:
         }
         self.stats.requests += 1
         try:
-            async with session.post(url, data=form) as response:
+            # Never followed: a 307/308 would send the client secret wherever it points.
+            async with session.post(url, data=form, allow_redirects=False) as response:
                 body = await response.read()
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                location = response.headers.get("Location")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_failure(exc, "login", None) from None
+        if status in REDIRECT_STATUSES:
+            raise redirect_failure(
+                status, location, url, "login", None, target=self.name, scrub=self._scrub
+            )
         if status != 200:
             raise login_failure(
                 status,
@@ -246,9 +258,14 @@ class XapiClient:
                 retry_after,
                 target=self.name,
                 client_id=self.target.client_id,
+                url=url,
                 scrub=self._scrub,
             )
-        data = self._json(body, "login", None)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            # A web server's page (a wrong base URL), not a token endpoint's answer.
+            raise no_token_endpoint(status, body, target=self.name, url=url) from None
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise BadResponseError("login answer has no access_token", target=self.name)
@@ -306,15 +323,23 @@ class XapiClient:
         if query:
             url = url.with_query(query)
         self.stats.requests += 1
+        headers = {"Authorization": f"Bearer {token}"}
         try:
-            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            # Not followed either: the answer must come from the configured PBX, and a
+            # redirect could lead from https:// to http://.
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
                 body = await response.read()
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                location = response.headers.get("Location")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_failure(exc, what, page) from None
         if status == 200:
             return self._json(body, what, page), body
+        if status in REDIRECT_STATUSES:
+            raise redirect_failure(
+                status, location, url, what, page, target=self.name, scrub=self._scrub
+            )
         raise answer_failure(
             status,
             body,
