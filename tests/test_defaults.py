@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import resource
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from auditor.config import (
     ScheduleSettings,
     load_settings,
 )
+from auditor.service.schedule import first_run, schedule_of
 from auditor.simulator import Simulator, serve
 from auditor.store import driver_url
 from auditor.store.database import Database
@@ -235,3 +238,14 @@ def test_a_jitter_longer_than_the_interval_is_refused_in_one_line(tmp_path: Path
     assert load_settings(config).settings.schedule.jitter.total_seconds() == 10
     config.write_text('[schedule]\ncron = "* * * * *"\njitter = "5m"\n')
     assert load_settings(config).settings.schedule.jitter.total_seconds() == 300
+
+
+def test_a_short_interval_places_every_new_target_within_it() -> None:
+    """With every = 10s and no jitter set, a new target's first audit is due within 10s (it
+    was up to 30s: three intervals)."""
+    schedule = schedule_of(ScheduleSettings.model_validate({"every": "10s"}))
+    now = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    rng = random.Random(7)
+    firsts = [first_run(schedule, now, rng) for _ in range(500)]
+    assert all(now <= f <= now + timedelta(seconds=10) for f in firsts)
+    assert max(firsts) - min(firsts) > timedelta(seconds=8)
