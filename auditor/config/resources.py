@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import resource
 
-# Audits one process keeps in flight by default. One event loop does an audit's work (about
-# a millisecond of CPU for a small PBX, more with TLS) while its requests travel; with a
-# PBX answering in tens of milliseconds, 64 audits at once keep that loop busy, so more only
-# add connections, memory and time each request waits in the loop. A thousand PBXs answering
-# in 20 ms are audited in about a second; with a slow network, or for the first cycle of a
-# big fleet, set audit.max_concurrent higher (up to 1000).
+# Audits one process keeps in flight by default. One event loop does an audit's work (under
+# a millisecond of CPU for a small PBX, more with TLS) while its requests travel: with PBXs
+# answering in tens of milliseconds, 64 audits at once keep that loop about busy, and more
+# only add connections, memory and time each request waits in the loop (a thousand such PBXs
+# take about a second). With PBXs answering in hundreds of milliseconds, a higher
+# audit.max_concurrent shortens a cycle in proportion until the loop is busy; for PBXs of
+# tens of thousands of scripts (each listing held in memory while audited), a lower one
+# bounds the memory.
 AUDITS_CAP = 64
 # The largest audit.max_concurrent the settings accept.
 MAX_CONCURRENT_LIMIT = 1000
