@@ -137,15 +137,17 @@ async def audit_target(
     sinks: Sequence[str] = (),
     router: Router | None = None,
     on_alert: AlertCallback | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> AuditResult:
     """Audit ``target`` once and record the run; never raises SourceError (it is recorded).
 
     ``start``: the run, when it was already recorded as running (:meth:`RecordStore.start_runs`);
     otherwise it is recorded now. Each alert event is enqueued for the sinks named in
     ``sinks`` and those whose filter in ``router`` (``Router.of(settings.alerts)``) matches it.
+    ``clock`` stamps the run and its alerts (the daemon's follows the database's clock).
     """
     bound = log.bind(target=target.name)
-    began = utcnow()
+    began = clock()
     if start is None:
         start = await record.start_run(target.name, target.url, began)
     target_id, run_id, previous_run = start.target_id, start.run_id, start.previous_run_id
@@ -154,18 +156,23 @@ async def audit_target(
     baseline = previous_run is None
     try:
         fetched, status, error = await _fetch_or_why(client, target, deadline)
-        finished = utcnow()
+        finished = clock()
         observed = await _observe(target, record, start, policy, fetched, status, error, finished)
         events, states = evaluate(observed.observation, start.alerts, policy)
     except asyncio.CancelledError:
-        await _record_cancelled(record, target, start, began, "audit cancelled")
+        await _record_cancelled(record, target, start, began, "audit cancelled", clock())
         raise
     except StoreError:
         raise
     except Exception as exc:
         # A bug: the run is recorded as failed (never left 'running'), then it goes on up.
         await _record_failed(
-            record, target, start, began, f"internal error ({type(exc).__name__}); see the log"
+            record,
+            target,
+            start,
+            began,
+            f"internal error ({type(exc).__name__}); see the log",
+            clock(),
         )
         raise
     changes, suppressed, items, digest = (
@@ -264,7 +271,7 @@ async def audit_many(
             # Once begun, audit_target records a cancelled run itself.
             if not begun:
                 await _record_cancelled(
-                    record, target, start, queued, "audit cancelled before it began"
+                    record, target, start, queued, "audit cancelled before it began", utcnow()
                 )
             raise
         if on_done is not None:
@@ -375,13 +382,23 @@ async def _observe(
 
 
 async def _record_cancelled(
-    record: RecordStore, target: TargetSettings, start: RunStart, began: datetime, what: str
+    record: RecordStore,
+    target: TargetSettings,
+    start: RunStart,
+    began: datetime,
+    what: str,
+    finished: datetime,
 ) -> None:
-    await _record_failed(record, target, start, began, f"{what} (shutdown or timeout)")
+    await _record_failed(record, target, start, began, f"{what} (shutdown or timeout)", finished)
 
 
 async def _record_failed(
-    record: RecordStore, target: TargetSettings, start: RunStart, began: datetime, why: str
+    record: RecordStore,
+    target: TargetSettings,
+    start: RunStart,
+    began: datetime,
+    why: str,
+    finished: datetime,
 ) -> None:
     # Shielded: the run must not stay 'running' nor be diffed.
     await asyncio.shield(
@@ -391,7 +408,7 @@ async def _record_failed(
                 target_id=start.target_id,
                 status="failed",
                 started_at=began,
-                finished_at=utcnow(),
+                finished_at=finished,
                 error=f"{target.name}: {why}",
             )
         )

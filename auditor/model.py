@@ -26,6 +26,7 @@ ChangeKind = Literal["added", "removed", "changed"]
 RunStatus = Literal["running", "ok", "failed", "incomplete"]
 AlertStatus = Literal["firing", "resolved"]
 Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")  # lowest first
 
 ALERT_KINDS: tuple[str, ...] = (
     "script.added",

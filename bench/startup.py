@@ -47,6 +47,7 @@ COMMANDS: tuple[tuple[str, ...], ...] = (
     ("runs", "--limit", "5"),
     ("history", "--limit", "5"),
     ("alerts",),
+    ("status",),
     ("verify",),
     ("db", "upgrade"),
     ("scripts", "--target", "pbx-0001"),

@@ -188,10 +188,11 @@ def daemon_config(
     max_concurrent: int = 8,
     listen: str | None = None,
     extra: str = "",
+    lease: str | None = None,
 ) -> Path:
     """Write a daemon configuration with a short schedule; ``targets`` are (name, url).
 
-    ``listen`` defaults to a free port of 127.0.0.1.
+    ``listen`` defaults to a free port of 127.0.0.1; ``lease`` to schedule.lease's default.
     """
     text = f"""
 [database]
@@ -200,6 +201,7 @@ url = "{database}"
 every = "{every}"
 jitter = "0s"
 tick = "{tick}"
+{f'lease = "{lease}"' if lease else ""}
 [audit]
 timeout = "{timeout}"
 shutdown_grace = "{grace}"

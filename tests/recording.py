@@ -42,6 +42,9 @@ class Plan:
     removed_index: int = 0
     page_size: int = 100
     outage: bool = True
+    # A script of pbx-hq goes Disconnected with the changes and stays so: an alert still
+    # firing at the end.
+    disconnect: bool = False
 
 
 async def record(database: Path, plan: Plan) -> Recording:
@@ -71,6 +74,8 @@ async def record(database: Path, plan: Plan) -> Recording:
             hq.remove_script(removed)
             hq.update_settings(Mode="Passive" if hq.settings.get("Mode") == "Active" else "Active")
             branch.add_script("zz-branch.sh")
+            if plan.disconnect:
+                hq.set_state(next(n for n in hq.filenames if n != removed), "Disconnected")
 
         def down() -> None:
             hq.set_down(True, mode="status")

@@ -97,6 +97,11 @@ async def test_every_command_that_reads_the_record_runs_without_any_secret(
         assert "intact" in (await bare.ok("verify")).stdout
         assert '"added.sh"' in (await bare.ok("export", "--format", "json")).stdout
         await bare.ok("db", "upgrade")
+        standing = (await bare.ok("status", "--json")).json()
+        assert [(t["target"], t["state"]) for t in standing["targets"]] == [
+            ("pbx-a", "ok"),
+            ("pbx-b", "ok"),
+        ]
         assert (await bare.ok("check-config", "--no-secrets")).stdout.startswith("config: ok:")
 
         # The commands that talk to a PBX (or sign webhooks) still need theirs, and say so.
@@ -143,9 +148,17 @@ def test_only_the_commands_that_talk_to_a_pbx_declare_secrets() -> None:
     """A command declares the secrets it reads; one that declares nothing reads none, so a
     new command that only reads the record needs no secret without saying anything."""
     commands = dict(_commands(build_parser()))
-    assert {"runs", "history", "alerts", "show", "diff", "verify", "export", "db upgrade"} <= set(
-        commands
-    )
+    assert {
+        "runs",
+        "history",
+        "alerts",
+        "show",
+        "diff",
+        "verify",
+        "export",
+        "db upgrade",
+        "status",
+    } <= set(commands)
     declared = {name: kinds for name, kinds in commands.items() if kinds}
     assert declared == {
         "scripts": {"targets"},

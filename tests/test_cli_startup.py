@@ -82,7 +82,15 @@ def test_check_config_imports_no_store_client_or_logging(tmp_path: Path, config:
 
 
 @pytest.mark.parametrize(
-    "command", [("history",), ("runs",), ("alerts",), ("verify",), ("export", "--format", "json")]
+    "command",
+    [
+        ("history",),
+        ("runs",),
+        ("alerts",),
+        ("status",),
+        ("verify",),
+        ("export", "--format", "json"),
+    ],
 )
 def test_reading_the_record_imports_no_client_migrations_or_simulator(
     tmp_path: Path, config: Path, command: tuple[str, ...]

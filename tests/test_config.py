@@ -503,3 +503,11 @@ secret = "{WEBHOOK_SECRET}"
     assert any("readable by other users" in w for w in loaded.warnings)
     assert all(WEBHOOK_SECRET not in w for w in loaded.warnings)
     assert not load_settings(write(tmp_path, text, "private.toml", mode=0o600)).warnings
+
+
+def test_a_lease_shorter_than_a_second_is_refused(tmp_path: Path) -> None:
+    assert problems_of(write(tmp_path, '[schedule]\nlease = "500ms"\n')) == [
+        "config: schedule.lease: must be at least 1s (got 500ms)"
+    ]
+    loaded = load_settings(write(tmp_path, '[schedule]\nlease = "1m"\n', "ok.toml"))
+    assert loaded.settings.schedule.lease == timedelta(minutes=1)

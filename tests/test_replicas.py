@@ -1,28 +1,18 @@
-"""Sharing a fleet: the store's schedule and leases, and replicas of the daemon on PostgreSQL.
+"""Sharing a fleet: the store's schedule and leases (replicas of the daemon: test_takeover.py).
 
-The store tests run on SQLite and PostgreSQL (``store`` fixture); the concurrent claims and
-the daemon replicas need PostgreSQL (the ``postgres`` marker; conftest.py).
+The store tests run on SQLite and PostgreSQL (``store`` fixture); the concurrent claims
+need PostgreSQL (the ``postgres`` marker; conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import signal
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from pathlib import Path
 
 import pytest
 
-from auditor.model import Run, utcnow
-from auditor.simulator import Pbx, Simulator, pbx_url, serve
 from auditor.store import RunOutcome, Store
-
-# pytest puts tests/ on sys.path (the directory has no __init__.py), so conftest is a
-# top-level module at run time; mypy checks the directory as the package "tests".
-from tests.conftest import DaemonSpawner, daemon_config
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -126,11 +116,42 @@ async def test_renewing_keeps_only_our_leases(store: Store) -> None:
     mine = await store.schedule.claim_due("me", at(1), 2, timedelta(seconds=10))
     theirs = await store.schedule.claim_due("them", at(1), 5, timedelta(seconds=10))
     ids = [c.id for c in mine + theirs]
-    assert await store.schedule.renew_leases("me", ids, at(300)) == {c.id for c in mine}
+    renewed = await store.schedule.renew_leases("me", ids, timedelta(seconds=290), at(10))
+    assert renewed == {c.id for c in mine}
     # Renewed: still held after the first lease would have run out; theirs is free again.
     free = await store.schedule.claim_due("other", at(100), 5, LEASE)
     assert [c.name for c in free] == [c.name for c in theirs]
-    assert await store.schedule.renew_leases("me", [], at(300)) == set()
+    assert await store.schedule.claim_due("other", at(301), 5, LEASE) != []
+    assert await store.schedule.renew_leases("me", [], LEASE) == set()
+
+
+async def test_without_a_time_leases_and_due_times_follow_the_databases_clock(
+    store: Store,
+) -> None:
+    before = await store.schedule.database_time()
+    hour = timedelta(hours=1)
+    await sync(store, {"due": before - hour, "later": before + hour})
+    (claim,) = await store.schedule.claim_due("me", None, 5, LEASE)
+    after = await store.schedule.database_time()
+    assert claim.name == "due"
+    assert before + LEASE <= claim.lease_until <= after + LEASE
+    # Alive by the database's clock: nobody else gets it, and its holder keeps it.
+    assert await store.schedule.claim_due("other", None, 5, LEASE) == []
+    assert await store.schedule.renew_leases("me", [claim.id], hour) == {claim.id}
+    row = next(t for t in await store.reads.targets() if t.name == "due")
+    assert row.lease_until is not None
+    assert after + hour <= row.lease_until <= await store.schedule.database_time() + hour
+    run = await store.record.begin_run(claim.id, before)
+    assert await store.schedule.interrupt_orphaned_runs() == 0
+    # A holder that stops renewing loses it once the database's clock passes its end.
+    assert await store.schedule.renew_leases("me", [claim.id], timedelta(0)) == {claim.id}
+    (taken,) = await store.schedule.claim_due("other", None, 5, LEASE)
+    assert (taken.name, taken.interrupted_runs) == ("due", 1)
+    ended = await store.reads.run(run)
+    assert ended is not None
+    assert ended.status == "failed"
+    assert ended.finished_at is not None
+    assert ended.finished_at >= after
 
 
 async def test_release_gives_back_our_leases_and_ends_our_unfinished_runs(store: Store) -> None:
@@ -221,135 +242,3 @@ async def test_concurrent_claims_split_the_due_targets(pg_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
-
-
-# -- three daemons on one PostgreSQL ----------------------------------------------------------
-
-
-def listings(pbx: Pbx) -> int:
-    return sum(r.status == 200 for r in pbx.stats.for_endpoint("scripts"))
-
-
-async def runs_by_target(store: Store) -> dict[str, list[Run]]:
-    grouped: dict[str, list[Run]] = defaultdict(list)
-    for run in await store.reads.runs(limit=None):
-        grouped[run.target].append(run)
-    return grouped
-
-
-@pytest.mark.postgres
-async def test_three_replicas_audit_each_due_target_once_and_take_over_from_a_killed_one(
-    pg_url: str, tmp_path: Path, spawn_daemon: DaemonSpawner
-) -> None:
-    fleet = Simulator.fleet(50, scripts=3)
-    every = 3.0
-    async with serve(fleet) as base, await Store.open(pg_url) as store:
-        configs = [
-            daemon_config(
-                tmp_path / f"replica-{i}.toml",
-                database=pg_url,
-                targets=[(name, pbx_url(base, name)) for name in fleet.names],
-                every="3s",
-                timeout="3s",
-                grace="5s",
-            )
-            for i in range(3)
-        ]
-        launched = utcnow()
-        replicas = [await spawn_daemon(config) for config in configs]
-        first, second, third = replicas
-        for replica in replicas:
-            # Starting together, they migrate one after another (advisory lock).
-            await replica.until(partial(replica.events, "service.started"), "start-up")
-
-        async def cycles_done(count: int) -> bool:
-            grouped = await runs_by_target(store)
-            done = [r for runs in grouped.values() for r in runs if r.status == "ok"]
-            per_target = Counter(r.target for r in done)
-            return len(per_target) == 50 and min(per_target.values()) >= count
-
-        # Several cycles of the whole fleet, shared by the three.
-        await first.until(lambda: cycles_done(4), "four audits of every target", within=120)
-        phase_one = utcnow()
-        listed_before = {pbx.name: listings(pbx) for pbx in fleet}
-        grouped = await runs_by_target(store)
-        listed_after = {pbx.name: listings(pbx) for pbx in fleet}
-        skipped: Counter[str] = Counter()
-        for replica in replicas:
-            for line in replica.events("schedule.missed"):
-                skipped[line["target"]] += int(line["skipped"])
-        for name in fleet.names:
-            runs = [r for r in grouped[name] if r.started_at < phase_one]
-            assert [r.status for r in runs if r.status != "running"] == ["ok"] * len(
-                [r for r in runs if r.status != "running"]
-            )
-            finished = [r for r in runs if r.finished_at is not None]
-            for earlier, later in itertools.pairwise(finished):
-                assert earlier.finished_at is not None
-                assert earlier.finished_at <= later.started_at, (earlier, later)
-            # At most once per cycle: the k-th audit of a target never starts before k
-            # intervals have passed since the launch (a second replica auditing the same
-            # cycle would break this) ...
-            for k, run in enumerate(runs):
-                assert run.started_at >= launched + timedelta(seconds=k * every), (name, k)
-            # ... and at least once: every cycle passed since its first audit was run or
-            # reported as skipped (schedule.missed), none silently dropped.
-            span = (phase_one - runs[0].started_at).total_seconds() - every / 2
-            assert len(runs) + skipped[name] >= span // every, (name, len(runs))
-        # What the PBXs saw matches the record: one listing per recorded run (runs in
-        # flight while the two were read may have listed already, or not yet).
-        for pbx in fleet:
-            done = sum(r.status == "ok" for r in grouped[pbx.name])
-            going = sum(r.status == "running" for r in grouped[pbx.name])
-            assert listed_before[pbx.name] <= done + going, pbx.name
-            assert done <= listed_after[pbx.name], pbx.name
-            assert pbx.stats.failed_logins == 0
-        owners = {line["replica"] for r in replicas for line in r.events("service.started")}
-        assert len(owners) == 3
-        assert all(r.events("audit.ok") for r in replicas)  # all three took part
-
-        # Slow audits, so that the first replica holds leases when it is killed.
-        for pbx in fleet:
-            pbx.add_fault("delay", endpoint="scripts", seconds=0.75)
-        (victim,) = first.events("service.started")
-        owner = victim["replica"]
-
-        async def auditing() -> bool:
-            leased = {t.name for t in await store.reads.targets() if t.lease_owner == owner}
-            running = await store.reads.runs(limit=None, since=utcnow() - timedelta(minutes=1))
-            return any(r.status == "running" and r.target in leased for r in running)
-
-        await first.until(auditing, "an audit in flight under the first replica's lease")
-        first.proc.send_signal(signal.SIGKILL)
-        assert await first.exited() == -signal.SIGKILL
-        killed = utcnow()
-        held = {t.name: t for t in await store.reads.targets() if t.lease_owner == owner}
-        assert held
-
-        async def taken_over() -> bool:
-            grouped = await runs_by_target(store)
-            return all(
-                any(r.status == "ok" and r.started_at > killed for r in grouped[name])
-                for name in held
-            )
-
-        await second.until(taken_over, "the killed replica's targets audited again", within=90)
-        assert await second.stop() == 0
-        assert await third.stop() == 0
-
-        grouped = await runs_by_target(store)
-        for name, target in held.items():
-            after = [r for r in grouped[name] if r.started_at > killed]
-            # Taken over only once the lease had run out.
-            assert target.lease_until is not None
-            assert min(r.started_at for r in after) >= target.lease_until
-        # The runs the killed replica left running were ended by the claims that followed.
-        left = [
-            r for runs in grouped.values() for r in runs if r.error and "interrupted" in r.error
-        ]
-        assert left
-        assert {r.target for r in left} <= set(held)
-        assert all(r.status != "running" for runs in grouped.values() for r in runs)
-        assert all(t.lease_owner is None for t in await store.reads.targets())
-        # No replica raised an alert: every run was complete, nothing changed.
-        assert [r.alerts for r in replicas] == [[], [], []]

@@ -440,7 +440,10 @@ async def test_after_a_crash_the_next_start_takes_the_dead_lease_back_at_once(
 ) -> None:
     fleet, base = sim
     database = f"sqlite:///{tmp_path / 'audit.db'}"
-    config = daemon_config(tmp_path / "auditor.toml", database=database, targets=targets(base, 1))
+    # A lease far longer than a restart takes: taken back at once, or waited out.
+    config = daemon_config(
+        tmp_path / "auditor.toml", database=database, targets=targets(base, 1), lease="5m"
+    )
     daemon = await spawn_daemon(config)
     await daemon.until(lambda: daemon.events("audit.baseline"), "the baseline")
     hang = fleet["pbx-0001"].add_fault("delay", endpoint="scripts", seconds=120.0, times=1)

@@ -28,7 +28,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -110,12 +110,14 @@ async def deliver_due(
     retry: RetryPolicy | None = None,
     lease_for: timedelta | None = None,
     time_budget: float | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> DeliveryReport:
     """Deliver due outbox rows of ``sinks`` until none is due, ``batch`` were attempted, or
     ``time_budget`` seconds have passed (deliveries in flight then still finish).
 
     Sinks are served side by side, the rows of one sink one after the other. ``now`` fixes
-    the clock that decides what is due (tests); by default it is the time of each claim.
+    the clock that decides what is due (tests); by default it is the time of each claim by
+    ``clock`` (the daemon's follows the database's, so that replicas agree on leases).
     Rows of sinks not in ``sinks`` (no longer configured) are left pending. A claim holds
     its row for ``lease_for``, by default twice the slowest sink's timeout plus a margin.
     """
@@ -133,7 +135,7 @@ async def deliver_due(
         ready = [name for name in sinks if name not in resting]
         claimed = await outbox.claim_outbox(
             owner,
-            now or utcnow(),
+            now or clock(),
             limit=min(len(ready), batch - report.attempted),
             lease_for=lease_for,
             sinks=ready,
@@ -142,7 +144,9 @@ async def deliver_due(
             break
         outcomes = await asyncio.gather(
             *(
-                _deliver_one(outbox, sinks[d.sink], d, owner=owner, now=now, retry=retry)
+                _deliver_one(
+                    outbox, sinks[d.sink], d, owner=owner, now=now, retry=retry, clock=clock
+                )
                 for d in claimed
             )
         )
@@ -170,6 +174,7 @@ async def _deliver_one(
     owner: str,
     now: datetime | None,
     retry: RetryPolicy,
+    clock: Callable[[], datetime],
 ) -> Outcome:
     alert = delivery.alert
     bound = log.bind(sink=delivery.sink, alert_id=alert.id, kind=alert.kind, target=alert.target)
@@ -189,14 +194,14 @@ async def _deliver_one(
             await outbox.mark_dead(delivery.id, error, owner=owner)
             bound.error("delivery.dead", error=error, attempts=attempt)
             return "dead"
-        await _retry_later(outbox, delivery, error, exc.retry_after, owner, now, retry)
+        await _retry_later(outbox, delivery, error, exc.retry_after, owner, now or clock(), retry)
         return "retrying"
     except Exception as exc:
         # A fault in one sink must not stop the deliveries to the others; the row is
         # retried like any failure. Only the type is kept: a message could hold a URL.
         error = f"{delivery.sink}: unexpected {type(exc).__name__}"
         bound.error("delivery.sink_fault", error=error)
-        await _retry_later(outbox, delivery, error, None, owner, now, retry)
+        await _retry_later(outbox, delivery, error, None, owner, now or clock(), retry)
         return "retrying"
     await outbox.mark_delivered(delivery.id)
     bound.info("delivery.ok", attempts=attempt)
@@ -209,13 +214,13 @@ async def _retry_later(
     error: str,
     retry_after: float | None,
     owner: str,
-    now: datetime | None,
+    now: datetime,
     retry: RetryPolicy,
 ) -> None:
     attempt = delivery.attempts + 1
-    # Counted from the failure, not from the claim: a slow failure (a timeout) must not
-    # eat the pause that follows it.
-    next_at = (now or utcnow()) + retry.delay(attempt, retry_after)
+    # Counted from the failure (``now``), not from the claim: a slow failure (a timeout)
+    # must not eat the pause that follows it.
+    next_at = now + retry.delay(attempt, retry_after)
     await outbox.mark_failed(delivery.id, error, next_at, owner=owner)
     log.warning(
         "delivery.retry",
@@ -261,11 +266,18 @@ async def delivery_tick(
     retry: RetryPolicy | None = None,
     batch: int = DEFAULT_BATCH,
     time_budget: float | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> DeliveryReport:
     """One round of the daemon: re-sends of firing alerts, the due deliveries, the counts."""
-    resent = await resend_firing(outbox, sinks)
+    resent = await resend_firing(outbox, sinks, now=clock())
     report = await deliver_due(
-        outbox, sinks, owner=owner, retry=retry, batch=batch, time_budget=time_budget
+        outbox,
+        sinks,
+        owner=owner,
+        retry=retry,
+        batch=batch,
+        time_budget=time_budget,
+        clock=clock,
     )
     report.resent = resent
     report.pending, report.dead_total = await outbox.outbox_counts()

@@ -1,7 +1,7 @@
 """The command line: the only place that prints or picks exit codes.
 
 One module per family of commands (``live``, ``audit``, ``record``, ``evidence``,
-``service``, ``sim``), the shared pieces in ``common`` (with the secrets each command
+``service``, ``sim``, ``status``), the shared pieces in ``common`` (with the secrets each command
 declares it reads), ``check-config --connect`` in ``connect``, and the parser built from
 them in ``parser``. Exit codes: 0 success, 1 a target (PBX, database) failed, 2 usage or
 configuration error. Errors are one line on stderr; ``-v`` adds the traceback.

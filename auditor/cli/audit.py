@@ -11,8 +11,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from auditor.cli.common import ALL_SECRETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, open_store
+from auditor.cli.common import (
+    ALL_SECRETS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    check_targets,
+    load,
+    open_store,
+)
 from auditor.errors import ConfigError
+from auditor.model import SEVERITIES
 
 if TYPE_CHECKING:
     from auditor.alerts.delivery import DeliveryReport
@@ -110,7 +119,15 @@ def cmd_once(args: argparse.Namespace) -> int:
 
     loaded = load(args, require_targets=True)
     ensure_open_files(loaded.settings.audit.max_concurrent)
+    check_targets(args.target or (), [t.name for t in loaded.settings.targets])
     reports: list[DeliveryReport] = []
+    printed: list[Alert] = []
+    printer = alert_printer()
+
+    def on_alert(alert: Alert) -> None:
+        printer(alert)
+        printed.append(alert)
+
     try:
         # Beside a daemon on the same SQLite file, both would audit the same targets.
         lock = SqliteLock.acquire(loaded.settings.database.url)
@@ -122,7 +139,7 @@ def cmd_once(args: argparse.Namespace) -> int:
             audit_targets(
                 loaded,
                 args.target or (),
-                on_alert=alert_printer(),
+                on_alert=on_alert,
                 progress=sys.stderr.isatty(),
                 on_delivery=reports.append,
             )
@@ -136,15 +153,42 @@ def cmd_once(args: argparse.Namespace) -> int:
         line = _delivery_summary(report)
         if line:
             print(line, file=sys.stderr)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    failed = not all(r.ok for r in results)
+    if args.fail_on is not None:
+        raised = _raised(printed, args.fail_on)
+        if raised:
+            print(
+                f"once: {raised} alert(s) of severity {args.fail_on} or higher raised "
+                f"(--fail-on {args.fail_on})",
+                file=sys.stderr,
+            )
+            failed = True
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _raised(alerts: Sequence[Alert], severity: str) -> int:
+    """How many of ``alerts`` fired (a resolution is good news) at ``severity`` or above."""
+    wanted = SEVERITIES[SEVERITIES.index(severity) :]
+    return sum(1 for a in alerts if a.status == "firing" and a.severity in wanted)
 
 
 def add_once(commands: Commands) -> None:
     sub = commands.add_parser(
         "once",
         help="audit now: one JSON line per alert on stdout, a summary on stderr",
+        description="Audit now. Exit 0 when every target's run completed, 1 when one failed "
+        "or was incomplete, or (with --fail-on) when the run raised an alert of that severity "
+        "or higher: either reason is 1, and the summary on stderr says which.",
     )
     sub.add_argument(
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    sub.add_argument(
+        "--fail-on",
+        choices=SEVERITIES,
+        metavar="SEVERITY",
+        help="exit 1 also when this run raised an alert of this severity or higher (info, "
+        "warning, critical); a resolution raises nothing, and an alert still firing from an "
+        "earlier run counts only when this run repeats it (see: status)",
     )
     sub.set_defaults(handler=cmd_once, secrets=ALL_SECRETS)

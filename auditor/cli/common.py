@@ -1,5 +1,6 @@
 """What the command families share: exit codes, the usage-error parser, loading the
-settings for a command, opening the store, and printing (JSON, tables).
+settings for a command, opening the store, checking ``--target`` names, and printing: JSON,
+a table on a terminal, one tab-separated line per record into a pipe or a file.
 
 It runs no command and registers none. The parser imports this module for every command,
 ``--help`` and ``--version`` included: so at module level it imports the standard library
@@ -10,12 +11,13 @@ and ``auditor.errors`` only; the settings (pydantic), the logs (structlog), rich
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, QueryError
 
 if TYPE_CHECKING:
     from auditor.config import Loaded, SecretKind
@@ -98,6 +100,56 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     Console().print(table)
 
 
+def terminal() -> bool:
+    """Whether stdout is a terminal: a table for a person there, else lines for a program."""
+    return sys.stdout.isatty()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # One record per line, one field per tab, whatever a value holds.
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def print_lines(rows: Sequence[Sequence[Any]]) -> None:
+    """One line per row, its values separated by tabs, never wrapped or cut: for a pipe.
+
+    No header, so every line is a record. ``None`` is empty; a string is written as it
+    is (tabs and line breaks in it as ``\\t``, ``\\n``, ``\\r``); other values as JSON.
+    """
+    stream = out()
+    for row in rows:
+        stream.write("\t".join(_cell(v) for v in row) + "\n")
+    stream.flush()
+
+
+def note_cut(command: str, shown: int, total: int) -> None:
+    """Say on stderr that ``--limit`` left records out (stdout stays the records alone)."""
+    if total > shown:
+        print(f"{command}: newest {shown} of {total} (--limit 0 for all)", file=sys.stderr)
+
+
+def check_targets(names: Sequence[str], known: Sequence[str]) -> None:
+    """QueryError for the first of ``names`` that is not ``known``, listing the known ones."""
+    for name in names:
+        if name in known:
+            continue
+        shown = sorted(set(known))
+        listed = ", ".join(shown[:20]) + (f" and {len(shown) - 20} more" if len(shown) > 20 else "")
+        close = difflib.get_close_matches(name, shown, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise QueryError(f"--target: no target named {name!r} (known: {listed or 'none'}){hint}")
+
+
+def _target_names(args: argparse.Namespace) -> list[str]:
+    value = getattr(args, "target", None)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 # The secrets a command reads, declared where it is added to the parser:
 # ``sub.set_defaults(handler=..., secrets=PBX_SECRETS)``. A command that declares nothing
 # reads none: reading the record needs no secret, and must work in a shell that cannot
@@ -151,15 +203,24 @@ async def open_store(loaded: Loaded, *, migrate: bool = True) -> Store:
     return store
 
 
-def read(args: argparse.Namespace, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Load the settings, open (and migrate) the store, run ``work`` on it, close it."""
+def read(
+    args: argparse.Namespace, work: Callable[[Store], Awaitable[T]], *, loaded: Loaded | None = None
+) -> T:
+    """Load the settings, open (and migrate) the store, check ``args.target`` (when the
+    command has one) against the configured and the recorded targets, run ``work`` on the
+    store, close it. ``loaded``: settings the command loaded already."""
     import asyncio
 
-    loaded = load(args)
+    settings = loaded if loaded is not None else load(args)
 
     async def run() -> T:
-        store = await open_store(loaded)
+        store = await open_store(settings)
         try:
+            names = _target_names(args)
+            if names:
+                # A target that left the configuration keeps its record: both are known.
+                recorded = [t.name for t in await store.reads.targets()]
+                check_targets(names, [t.name for t in settings.settings.targets] + recorded)
             return await work(store)
         finally:
             await store.close()

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
+import os
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from auditor.cli.common import EXIT_FAILED, EXIT_OK, read
+from auditor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, read
 from auditor.cli.record import record_options
 from auditor.model import iso, utcnow
 
@@ -146,10 +151,72 @@ async def _export(store: Store, args: argparse.Namespace, out: TextIO) -> _Expor
     return exported
 
 
+class _Unwritable(Exception):
+    """The ``-o`` path cannot be written at all (no such directory, a directory, no right)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+
+
+def _special(path: str) -> bool:
+    """A path that exists and is neither a regular file nor a directory (a device, a FIFO)."""
+    target = Path(path)
+    return target.exists() and not target.is_file() and not target.is_dir()
+
+
+@contextmanager
+def _output_file(path: str) -> Iterator[TextIO]:
+    """The file ``export -o`` writes: made under a temporary name beside it and renamed over
+    it once complete, so that an export that fails half-way (a full disk) leaves no partial
+    evidence under the name asked for. A path that is not a regular file (``/dev/stdout``,
+    a FIFO) is written directly."""
+    target = Path(path)
+    if _special(path):
+        try:
+            out = open(target, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise _Unwritable(exc) from exc
+        with out:
+            yield out
+        return
+    if target.is_dir():
+        raise _Unwritable(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+    try:
+        fd, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+        )
+    except OSError as exc:
+        raise _Unwritable(exc) from exc
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        # mkstemp makes the file 0600; give it the mode an ordinary new file would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
-        with open(args.output, "w", newline="", encoding="utf-8") as out:
-            done = read(args, lambda store: _export(store, args, out))
+        try:
+            with _output_file(args.output) as out:
+                done = read(args, lambda store: _export(store, args, out))
+        except _Unwritable as exc:
+            print(f"error: export: cannot write {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            # A regular file is replaced only once complete (see _output_file).
+            kept = f"; {args.output} is unchanged" if not _special(args.output) else ""
+            print(f"error: export: writing {args.output} failed: {reason}{kept}", file=sys.stderr)
+            return EXIT_FAILED
     else:
         done = read(args, lambda store: _export(store, args, sys.stdout))
     print(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from auditor.cli.common import (
     EXIT_OK,
     PBX_SECRETS,
+    check_targets,
     load,
     non_negative,
     out,
@@ -60,6 +61,7 @@ def cmd_scripts(args: argparse.Namespace) -> int:
     if args.all and (args.top is not None or args.skip is not None):
         raise QueryError("--all pages through everything; it cannot be combined with --top/--skip")
     loaded = load(args)
+    check_targets([args.target], [t.name for t in loaded.settings.targets])
     result = asyncio.run(_scripts(args, loaded))
     items: list[dict[str, Any]] = result["items"]
     if args.json:

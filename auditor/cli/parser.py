@@ -9,13 +9,14 @@ at module level (aiohttp, SQLAlchemy, Alembic, Apprise, the simulator): so ``--h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from auditor import __version__
-from auditor.cli import audit, evidence, live, record, service, sim
+from auditor.cli import audit, evidence, live, record, service, sim, status
 from auditor.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from auditor.errors import AuditorError, ConfigError, QueryError, SourceError
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from auditor.cli.common import Commands
 
 Handler = Callable[[argparse.Namespace], int]
+
+# What a shell reports for a command killed by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 # Each adds one command to the parser; this order is the order of `3cx-auditor --help`.
 COMMANDS: tuple[Callable[[Commands], None], ...] = (
@@ -33,6 +37,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     service.add_db,
     audit.add_once,
     service.add_run,
+    status.add_status,
     record.add_runs,
     record.add_history,
     record.add_alerts,
@@ -91,3 +96,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`... | head`): stop quietly, as a command killed by
+        # SIGPIPE does, and keep Python from complaining when it flushes stdout at exit.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # A file or socket the command was pointed at (a path, a port) refused.
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {args.command}: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        # A bug: one line all the same; -v shows where.
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else "; -v shows the traceback"
+        print(
+            f"error: {args.command}: unexpected {type(exc).__name__}: {exc}{hint}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _os_error(exc: OSError) -> str:
+    """``strerror: filename`` of an OSError, without its ``[Errno N]`` prefix."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return reason
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -10,24 +10,50 @@ the migration every command that opens the store does). SQLAlchemy is imported o
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from auditor.cli.common import (
     EXIT_OK,
     non_negative,
+    note_cut,
     print_items_table,
     print_json,
+    print_lines,
     print_table,
     read,
+    terminal,
 )
 from auditor.errors import QueryError
-from auditor.model import SCRIPTS, SETTINGS, SETTINGS_KEY, FieldChange, Snapshot, iso, utcnow
+from auditor.model import (
+    ALERT_KINDS,
+    SCRIPT_KEY_FIELD,
+    SCRIPTS,
+    SETTINGS,
+    SETTINGS_KEY,
+    SEVERITIES,
+    FieldChange,
+    Snapshot,
+    iso,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from auditor.cli.common import Commands
     from auditor.store import Store
+
+T = TypeVar("T")
+
+# How --since and --until read a time, said in every --help that has them.
+WHEN_HELP = (
+    "an ISO 8601 date or time, in UTC unless it carries an offset (2026-01-31T12:00 is "
+    "noon UTC, like every time shown; 2026-01-31T12:00+01:00 is 11:00 UTC), or an age "
+    "like 90m, 12h or 7d"
+)
+# A collection by its short name, as a user says it, or by its recorded name.
+COLLECTIONS = {"scripts": SCRIPTS, "settings": SETTINGS, SCRIPTS: SCRIPTS, SETTINGS: SETTINGS}
 
 
 def parse_when(text: str) -> datetime:
@@ -46,80 +72,154 @@ def parse_when(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _filters(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "target": args.target,
-        "since": args.since,
-        "until": args.until,
-        "limit": args.limit or None,
-    }
+def _window(args: argparse.Namespace) -> dict[str, Any]:
+    if args.since is not None and args.until is not None and args.until < args.since:
+        raise QueryError(f"--until is before --since ({iso(args.until)} < {iso(args.since)})")
+    return {"target": args.target, "since": args.since, "until": args.until}
+
+
+def _newest(
+    args: argparse.Namespace,
+    command: str,
+    listing: Callable[[Store, int | None], Awaitable[list[T]]],
+    counting: Callable[[Store], Awaitable[int]],
+) -> list[T]:
+    """The newest ``--limit`` records, oldest first; on stderr, how many the limit left out."""
+
+    async def work(store: Store) -> tuple[list[T], int]:
+        found = await listing(store, args.limit or None)
+        cut = bool(args.limit) and len(found) >= args.limit
+        return found, (await counting(store) if cut else len(found))
+
+    found, total = read(args, work)
+    found.reverse()
+    note_cut(command, len(found), total)
+    return found
 
 
 def _short(moment: datetime | None) -> str:
     return iso(moment)[:19].replace("T", " ") if moment else ""
 
 
+def _full(moment: datetime | None) -> str:
+    return iso(moment) if moment else ""
+
+
+def _fields_text(fields: Sequence[FieldChange], shown: int | None = 3) -> str:
+    """``field: old -> new, ...``; ``shown``: at most that many, then ``(+N)``."""
+    listed = fields if shown is None else fields[:shown]
+    more = len(fields) - len(listed)
+    return ", ".join(f"{f.field}: {f.old!r} -> {f.new!r}" for f in listed) + (
+        f" (+{more})" if more else ""
+    )
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    found = read(args, lambda store: store.reads.runs(**_filters(args), newest_first=True))
-    found.reverse()
+    window = _window(args)
+    found = _newest(
+        args,
+        "runs",
+        lambda store, limit: store.reads.runs(**window, limit=limit, newest_first=True),
+        lambda store: store.reads.count_runs(**window),
+    )
     if args.json:
         print_json([r.as_json() for r in found])
-        return EXIT_OK
-    rows = [
-        (r.id, r.target, _short(r.started_at), r.status, r.items, r.pages, r.error or "")
-        for r in found
-    ]
-    print_table(
-        "runs", ["id", "target", "started (UTC)", "status", "items", "pages", "error"], rows
-    )
+    elif terminal():
+        rows = [
+            (r.id, r.target, _short(r.started_at), r.status, r.items, r.pages, r.error or "")
+            for r in found
+        ]
+        columns = ["id", "target", "started (UTC)", "status", "items", "pages", "error"]
+        print_table("runs", columns, rows)
+    else:
+        print_lines(
+            [
+                (r.id, r.target, _full(r.started_at), r.status, r.items, r.pages, r.error)
+                for r in found
+            ]
+        )
     return EXIT_OK
 
 
-def _fields_text(fields: Sequence[FieldChange]) -> str:
-    return ", ".join(f"{f.field}: {f.old!r} -> {f.new!r}" for f in fields[:3]) + (
-        f" (+{len(fields) - 3})" if len(fields) > 3 else ""
-    )
-
-
 def cmd_history(args: argparse.Namespace) -> int:
-    found = read(args, lambda store: store.reads.changes(**_filters(args), newest_first=True))
-    found.reverse()
+    window = _window(args)
+    filters: dict[str, Any] = {
+        "key": args.key,
+        "kinds": args.kind,
+        "collections": [COLLECTIONS[c] for c in args.collection] if args.collection else None,
+    }
+    found = _newest(
+        args,
+        "history",
+        lambda store, limit: store.reads.changes(
+            **window, **filters, limit=limit, newest_first=True
+        ),
+        lambda store: store.reads.count_changes(**window, **filters),
+    )
     if args.json:
         print_json([c.as_json() for c in found])
-        return EXIT_OK
-    rows = [
-        (
-            c.id,
-            _short(c.at),
-            c.target,
-            c.kind,
-            "yes" if c.baseline else "",
-            c.collection,
-            c.key,
-            _fields_text(c.fields),
+    elif terminal():
+        rows = [
+            (
+                c.id,
+                _short(c.at),
+                c.target,
+                c.kind,
+                "yes" if c.baseline else "",
+                c.collection,
+                c.key,
+                _fields_text(c.fields),
+            )
+            for c in found
+        ]
+        columns = ["id", "at (UTC)", "target", "kind", "baseline", "collection", "key", "fields"]
+        print_table("history", columns, rows)
+    else:
+        print_lines(
+            [
+                (
+                    c.id,
+                    _full(c.at),
+                    c.target,
+                    c.kind,
+                    "yes" if c.baseline else "",
+                    c.collection,
+                    c.key,
+                    _fields_text(c.fields, None),
+                )
+                for c in found
+            ]
         )
-        for c in found
-    ]
-    columns = ["id", "at (UTC)", "target", "kind", "baseline", "collection", "key", "fields"]
-    print_table("history", columns, rows)
     return EXIT_OK
 
 
 def cmd_undelivered(args: argparse.Namespace) -> int:
+    if args.firing or args.kind or args.severity:
+        raise QueryError("alerts --undelivered takes --target, --since, --until and --limit only")
+    window = _window(args)
     found = read(args, lambda store: store.outbox.undelivered())
-    found = [d for d in found if args.target is None or d.alert.target == args.target]
+    found = [
+        d
+        for d in found
+        if (window["target"] is None or d.alert.target == window["target"])
+        and (window["since"] is None or d.alert.at >= window["since"])
+        and (window["until"] is None or d.alert.at < window["until"])
+    ]
+    total = len(found)
     if args.limit:
         found = found[-args.limit :]
+    note_cut("alerts --undelivered", len(found), total)
     if args.json:
         print_json([d.as_json() for d in found])
         return EXIT_OK
+    table = terminal()
     rows = [
         (
             d.id,
             d.sink,
             d.status,
             d.attempts,
-            _short(d.next_attempt_at) if d.status == "pending" else "",
+            (_short if table else _full)(d.next_attempt_at) if d.status == "pending" else "",
             d.alert.id,
             d.alert.target,
             d.alert.kind,
@@ -127,23 +227,48 @@ def cmd_undelivered(args: argparse.Namespace) -> int:
         )
         for d in found
     ]
-    columns = ["id", "sink", "status", "attempts", "next (UTC)", "alert", "target", "kind", "error"]
-    print_table("undelivered alerts", columns, rows)
+    if table:
+        columns = ["id", "sink", "status", "attempts", "next (UTC)", "alert", "target", "kind"]
+        print_table("undelivered alerts", [*columns, "error"], rows)
+    else:
+        print_lines(rows)
     return EXIT_OK
+
+
+def _at_least(severity: str | None) -> list[str] | None:
+    """The severities at ``severity`` or above (None: no filter)."""
+    return None if severity is None else list(SEVERITIES[SEVERITIES.index(severity) :])
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     if args.undelivered:
         return cmd_undelivered(args)
-    found = read(args, lambda store: store.reads.alert_events(**_filters(args), newest_first=True))
-    found.reverse()
+    window = _window(args)
+    filters: dict[str, Any] = {
+        "kinds": args.kind,
+        "severities": _at_least(args.severity),
+        "firing": args.firing,
+    }
+    found = _newest(
+        args,
+        "alerts",
+        lambda store, limit: store.reads.alert_events(
+            **window, **filters, limit=limit, newest_first=True
+        ),
+        lambda store: store.reads.count_alert_events(**window, **filters),
+    )
     if args.json:
         print_json([a.as_json() for a in found])
-        return EXIT_OK
-    rows = [(a.id, _short(a.at), a.target, a.kind, a.status, a.severity, a.message) for a in found]
-    print_table(
-        "alerts", ["id", "at (UTC)", "target", "kind", "status", "severity", "message"], rows
-    )
+    elif terminal():
+        rows = [
+            (a.id, _short(a.at), a.target, a.kind, a.status, a.severity, a.message) for a in found
+        ]
+        columns = ["id", "at (UTC)", "target", "kind", "status", "severity", "message"]
+        print_table("alerts", columns, rows)
+    else:
+        print_lines(
+            [(a.id, _full(a.at), a.target, a.kind, a.status, a.severity, a.message) for a in found]
+        )
     return EXIT_OK
 
 
@@ -191,11 +316,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return EXIT_OK
+    if not terminal():
+        print_lines(_item_lines(data))
+        return EXIT_OK
     title = f"{snapshot.target} at run {run_id}: {len(data['failover_scripts'])} failover scripts"
     print_items_table(title, data["failover_scripts"])
     settings = data["failover_settings"] or {}
     print_table("failover settings", ["field", "value"], sorted(settings.items()))
     return EXIT_OK
+
+
+def _item_lines(data: dict[str, Any]) -> list[list[str]]:
+    """One line per recorded item: collection, key, then each other field as ``name=value``
+    (a string as it is, any other value as JSON)."""
+
+    def pairs(body: dict[str, Any], skip: str | None) -> list[str]:
+        return [
+            f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+            for k, v in body.items()
+            if k != skip
+        ]
+
+    lines = [
+        [SCRIPTS, str(item.get(SCRIPT_KEY_FIELD, "")), *pairs(item, SCRIPT_KEY_FIELD)]
+        for item in data["failover_scripts"]
+    ]
+    if data["failover_settings"] is not None:
+        lines.append([SETTINGS, SETTINGS_KEY, *pairs(data["failover_settings"], None)])
+    return lines
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -227,6 +375,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return EXIT_OK
+    if not terminal():
+        print_lines([(c.kind, c.collection, c.key, _fields_text(c.fields, None)) for c in changes])
+        return EXIT_OK
     rows = [(c.kind, c.collection, c.key, _fields_text(c.fields)) for c in changes]
     title = f"{before.target}: run {args.run_a} -> run {args.run_b}: {len(rows)} change(s)"
     print_table(title, ["kind", "collection", "key", "fields"], rows)
@@ -235,34 +386,101 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def record_options(sub: argparse.ArgumentParser, *, limit: bool = True) -> None:
     sub.add_argument("--target", metavar="NAME", help="only this target")
-    sub.add_argument("--since", type=parse_when, metavar="WHEN", help="ISO time or age (7d)")
-    sub.add_argument("--until", type=parse_when, metavar="WHEN", help="ISO time or age")
+    sub.add_argument("--since", type=parse_when, metavar="WHEN", help="from then on: " + WHEN_HELP)
+    sub.add_argument("--until", type=parse_when, metavar="WHEN", help="before then (same forms)")
     if limit:
         sub.add_argument(
             "--limit",
             type=non_negative,
             default=100,
             metavar="N",
-            help="newest N records (default 100; 0 = all)",
+            help="newest N records (default 100; 0 = all); stderr says when some were left out",
         )
         sub.add_argument("--json", action="store_true", help="JSON output")
 
 
+def _lines(what: str, columns: str) -> str:
+    return (
+        f"On a terminal: a table. Into a pipe or a file: one line per {what}, never wrapped "
+        f"or cut, its fields separated by tabs: {columns}. Times are UTC."
+    )
+
+
+def _collection(text: str) -> str:
+    if text not in COLLECTIONS:
+        raise argparse.ArgumentTypeError(f"must be scripts or settings (got {text!r})")
+    return text
+
+
 def add_runs(commands: Commands) -> None:
-    sub = commands.add_parser("runs", help="the audit runs")
+    sub = commands.add_parser(
+        "runs",
+        help="the audit runs",
+        description=_lines("run", "id, target, started (ISO 8601), status, items, pages, error"),
+    )
     record_options(sub)
     sub.set_defaults(handler=cmd_runs)
 
 
 def add_history(commands: Commands) -> None:
-    sub = commands.add_parser("history", help="the change history")
+    sub = commands.add_parser(
+        "history",
+        help="the change history",
+        description=_lines(
+            "change",
+            "id, at (ISO 8601), target, kind, baseline ('yes' for a record of a target's "
+            "first complete run), collection, key, fields (every changed field, as "
+            "field: old -> new)",
+        ),
+    )
     record_options(sub)
+    sub.add_argument(
+        "--key",
+        metavar="NAME",
+        help="only the changes of this item: a script's file name, or 'settings'",
+    )
+    sub.add_argument(
+        "--kind",
+        action="append",
+        choices=("added", "removed", "changed"),
+        help="only this kind of change (repeatable)",
+    )
+    sub.add_argument(
+        "--collection",
+        action="append",
+        type=_collection,
+        metavar="{scripts,settings}",
+        help="only the failover scripts, or only the failover settings",
+    )
     sub.set_defaults(handler=cmd_history)
 
 
 def add_alerts(commands: Commands) -> None:
-    sub = commands.add_parser("alerts", help="the alerts raised")
+    sub = commands.add_parser(
+        "alerts",
+        help="the alerts raised",
+        description=_lines("alert", "id, at (ISO 8601), target, kind, status, severity, message"),
+    )
     record_options(sub)
+    sub.add_argument(
+        "--firing",
+        action="store_true",
+        help="only the conditions firing now (state alerts not resolved yet), each once: its "
+        "latest event. Change alerts are events, not conditions: never listed here",
+    )
+    sub.add_argument(
+        "--kind",
+        action="append",
+        choices=ALERT_KINDS,
+        metavar="KIND",
+        help=f"only this kind (repeatable): {', '.join(ALERT_KINDS)}",
+    )
+    sub.add_argument(
+        "--severity",
+        choices=SEVERITIES,
+        help="this severity or higher (info < warning < critical); a resolution counts with "
+        "the severity of what it resolves, as in a sink's min_severity",
+    )
     sub.add_argument(
         "--undelivered",
         action="store_true",
@@ -272,7 +490,14 @@ def add_alerts(commands: Commands) -> None:
 
 
 def add_show(commands: Commands) -> None:
-    sub = commands.add_parser("show", help="the scripts and settings recorded at a run")
+    sub = commands.add_parser(
+        "show",
+        help="the scripts and settings recorded at a run",
+        description="On a terminal: two tables. Into a pipe or a file: one line per item, "
+        "never wrapped or cut, its fields separated by tabs: collection, key (a script's "
+        "file name, or 'settings'), then each other field as name=value (a string as it is, "
+        "any other value as JSON).",
+    )
     sub.add_argument("--target", metavar="NAME", help="the target's last complete run")
     sub.add_argument("--run", type=non_negative, metavar="ID", help="a complete run")
     sub.add_argument("--json", action="store_true", help="JSON output")
@@ -280,7 +505,13 @@ def add_show(commands: Commands) -> None:
 
 
 def add_diff(commands: Commands) -> None:
-    sub = commands.add_parser("diff", help="the changes between two complete runs")
+    sub = commands.add_parser(
+        "diff",
+        help="the changes between two complete runs",
+        description=_lines(
+            "change", "kind, collection, key, fields (every changed field, as field: old -> new)"
+        ),
+    )
     sub.add_argument("run_a", type=non_negative, metavar="A", help="the earlier run id")
     sub.add_argument("run_b", type=non_negative, metavar="B", help="the later run id")
     sub.add_argument("--json", action="store_true", help="JSON output")

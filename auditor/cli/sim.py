@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from auditor.cli.common import EXIT_FAILED, EXIT_OK, non_negative
+from auditor.errors import QueryError
 from auditor.model import iso
 
 if TYPE_CHECKING:
@@ -25,9 +26,19 @@ if TYPE_CHECKING:
 def _pbx_spec(text: str) -> tuple[str, int]:
     name, _, count = text.partition(":")
     try:
-        return name, int(count) if count else 20
+        scripts = int(count) if count else 20
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be NAME or NAME:SCRIPTS (got {text!r})") from None
+    if scripts < 0:
+        raise argparse.ArgumentTypeError(f"SCRIPTS must not be negative (got {text!r})")
+    return name, scripts
+
+
+def _port(text: str) -> int:
+    port = non_negative(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535 (got {port})")
+    return port
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -35,21 +46,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     specs = args.pbx or [("pbx", 20)]
     secret = os.environ.get(args.secret_env) if args.secret_env else None
-    sim = Simulator(
-        [
-            Pbx(
-                name,
-                scripts=count,
-                seed=args.seed + index,
-                states=args.states,
-                client_id=args.client_id,
-                client_secret=secret or "secret",
-            )
-            for index, (name, count) in enumerate(specs)
-        ]
-    )
+    try:
+        sim = Simulator(
+            [
+                Pbx(
+                    name,
+                    scripts=count,
+                    seed=args.seed + index,
+                    states=args.states,
+                    client_id=args.client_id,
+                    client_secret=secret or "secret",
+                )
+                for index, (name, count) in enumerate(specs)
+            ]
+        )
+    except ValueError as exc:  # a name the simulator cannot serve, twice the same name
+        raise QueryError(f"simulate: --pbx: {exc}") from None
+    listening = False
 
     def ready(base: str) -> None:
+        nonlocal listening
+        listening = True
         print(f"simulator: serving {len(specs)} PBX(s) at {base}", file=sys.stderr)
         for name, count in specs:
             print(f"  {name}: {base}/{name} ({count} scripts)", file=sys.stderr)
@@ -60,7 +77,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    run(sim, args.host, args.port, ready=ready)
+    try:
+        run(sim, args.host, args.port, ready=ready)
+    except OSError as exc:
+        if listening:
+            raise
+        reason = exc.strerror or str(exc)
+        # asyncio's bind error repeats the address before the reason: keep the reason.
+        reason = reason.rsplit("): ", 1)[-1]
+        raise QueryError(f"simulate: cannot listen on {args.host}:{args.port}: {reason}") from None
     return EXIT_OK
 
 
@@ -88,7 +113,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="3cx-auditor-demo-") as tmp:
         workdir = Path(args.keep) if args.keep else Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise QueryError(
+                f"demo: --keep {args.keep}: cannot make the directory: {reason}"
+            ) from None
         console.print(
             f"3cx-auditor demo: the daemon audits two simulated PBXs every {args.every:g}s; "
             "Ctrl-C stops it early."
@@ -111,7 +142,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_simulate(commands: Commands) -> None:
     sub = commands.add_parser("simulate", help="serve the built-in 3CX XAPI simulator")
     sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sub.add_argument("--port", type=non_negative, default=8080, help="port (default 8080)")
+    sub.add_argument(
+        "--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)"
+    )
     sub.add_argument(
         "--pbx",
         action="append",

@@ -53,6 +53,16 @@ class ScheduleSettings(Section):
     jitter: Duration = DEFAULT_JITTER
     # How often the daemon looks for due targets; sub-second values are for tests.
     tick: PositiveDuration = timedelta(seconds=1)
+    # How long a replica's claim on a target outlives its last renewal (renewed every sixth
+    # of it while the audit runs): a replica that dies is taken over after at most this.
+    lease: PositiveDuration = timedelta(seconds=15)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_long_enough(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError(f"must be at least 1s (got {format_duration(value)})")
+        return value
 
     @field_validator("cron")
     @classmethod

@@ -11,13 +11,14 @@ import random
 
 from auditor.config import Settings, TargetSettings
 from auditor.errors import StoreError
+from auditor.service.clock import DatabaseClock
 from auditor.service.schedule import Schedule
 from auditor.store import Store
 
 
 class Context:
     """The daemon's settings and schedule (replaced on SIGHUP), its replica name, its random
-    source, whether it is draining, and its store once open."""
+    source, the database's clock, whether it is draining, and its store once open."""
 
     def __init__(
         self, settings: Settings, schedule: Schedule, *, owner: str, rng: random.Random
@@ -26,6 +27,8 @@ class Context:
         self.schedule = schedule
         self.owner = owner
         self.rng = rng
+        # The time every room uses: the database's, so that replicas agree on it.
+        self.clock = DatabaseClock()
         # Set once, on SIGTERM or SIGINT: no new claims, no new delivery passes.
         self.draining = False
         self.opened: Store | None = None

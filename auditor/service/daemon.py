@@ -13,7 +13,9 @@ restart neither forgets audits nor bunches them. APScheduler is only the timer: 
 slots of ``audit.max_concurrent``) with a lease, and audits each in a task of its own under
 ``audit.timeout``. When an audit ends, the lease is given back with the target's next time.
 SQLite serves one process: a second ``run`` is refused. A second job, ``deliver``, sends
-the outbox, so a slow sink never holds up the audits.
+the outbox, so a slow sink never holds up the audits. A third, ``heartbeat``, renews the
+leases of the audits in flight and reads the database's clock, which every time the daemon
+computes or records follows (:mod:`.clock`).
 
 Signals: SIGHUP reloads the configuration (refused, with every problem logged, when it is
 invalid); SIGTERM or SIGINT drain: no new claims, audits in flight get ``audit.shutdown_grace``
@@ -45,11 +47,10 @@ from auditor.audit import AlertCallback, audit_target, policy_of, settle_heap
 from auditor.config import Loaded, Settings, TargetSettings
 from auditor.errors import StoreError
 from auditor.metrics import Metrics
-from auditor.model import utcnow
 from auditor.service.clients import Clients
 from auditor.service.context import Context
 from auditor.service.delivery import Delivery
-from auditor.service.leases import Leases, owner_id
+from auditor.service.leases import Leases, beat_every, owner_id
 from auditor.service.reload import plan_reload
 from auditor.service.schedule import first_run, schedule_of
 from auditor.service.status import Status
@@ -63,6 +64,9 @@ log = structlog.get_logger("auditor.service")
 # Cancelled audits record their run as failed before they end; this bounds the wait for
 # that when the database does not answer.
 CANCEL_WAIT_S = 10.0
+# This host's clock this far from the database's is worth a warning (the daemon goes by the
+# database's either way).
+CLOCK_WARN_S = 1.0
 
 
 class Service:
@@ -109,6 +113,7 @@ class Service:
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping_sent = False
         self._scheduler: AsyncIOScheduler | None = None
+        self._clock_reported = 0.0
 
     @property
     def _settings(self) -> Settings:
@@ -141,6 +146,7 @@ class Service:
             # together migrate one after the other.
             revision = await self.store.upgrade()
             self.state.migrations_at_head = True
+            await self._sample_clock()
             await self._leases.recover(sqlite=lock is not None)
             await self._sync_targets()
             self._delivery.open()
@@ -207,7 +213,7 @@ class Service:
 
     async def _sync_targets(self) -> None:
         configured = [(t.name, t.url) for t in self._settings.targets]
-        now = utcnow()
+        now = self._ctx.clock.now()
         schedule = self._ctx.schedule
         await self.store.schedule.sync_targets(
             configured, lambda _name: first_run(schedule, now, self._ctx.rng)
@@ -237,6 +243,17 @@ class Service:
             # ticks one. Missed audits are counted by the schedule itself (next_run).
             misfire_grace_time=None,
         )
+        # The heartbeat too: the leases of audits in flight must be renewed in time whatever
+        # a tick is waiting for, and also while draining.
+        scheduler.add_job(
+            self._beat,
+            "interval",
+            seconds=beat_every(self._settings).total_seconds(),
+            id="heartbeat",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
         # Delivery is a job of its own: a slow alert sink must not hold up the audits.
         scheduler.add_job(
             self._delivery.deliver,
@@ -263,17 +280,34 @@ class Service:
         async with self._tick_lock:
             if self._ctx.draining:
                 return
-            now = utcnow()
+            now = self._ctx.clock.now()
             try:
                 if self._sync_needed:
                     await self._sync_targets()
-                await self._leases.renew(now)
                 await self._leases.claim(now, self._audit)
                 await self._status.refresh(now)
             except StoreError as exc:
                 self._status.database_failed(now, exc)
             else:
                 self._status.database_answered()
+
+    async def _beat(self) -> None:
+        try:
+            await self._leases.beat()
+            await self._sample_clock()
+        except StoreError as exc:
+            self._status.database_failed(self._ctx.clock.now(), exc)
+
+    async def _sample_clock(self) -> None:
+        offset = (await self._ctx.clock.sample(self.store.schedule.database_time)).total_seconds()
+        if abs(offset - self._clock_reported) >= CLOCK_WARN_S:
+            self._clock_reported = offset
+            log.warning(
+                "clock.offset",
+                offset_s=round(offset, 3),
+                why="this host's clock differs from the database's; leases and times follow"
+                " the database's",
+            )
 
     def _audit_ended(self) -> None:
         # A slot freed while targets wait is filled now, not at the next tick: otherwise a
@@ -291,7 +325,7 @@ class Service:
             self._refill_pending = False
             if self._ctx.draining:
                 return
-            now = utcnow()
+            now = self._ctx.clock.now()
             try:
                 await self._leases.claim(now, self._audit)
             except StoreError as exc:
@@ -313,6 +347,7 @@ class Service:
                     deadline=self._settings.audit.timeout,
                     router=self._delivery.router,
                     on_alert=self._on_alert,
+                    clock=self._ctx.clock.now,
                 )
                 self.metrics.observe_run(result, time.monotonic() - started)
             except StoreError as exc:
@@ -324,7 +359,7 @@ class Service:
                 await self._clients.drop(target.name)
             await self._leases.finish(claim)
         finally:
-            self._leases.audits.pop(claim.id, None)
+            self._leases.ended(claim)
             self._audit_ended()
 
     # -- reload -------------------------------------------------------------------------
@@ -345,6 +380,10 @@ class Service:
                     self._scheduler.reschedule_job(
                         job, trigger="interval", seconds=new.schedule.tick.total_seconds()
                     )
+            if self._scheduler is not None and new.schedule.lease != old.schedule.lease:
+                self._scheduler.reschedule_job(
+                    "heartbeat", trigger="interval", seconds=beat_every(new).total_seconds()
+                )
             for name in change.removed:
                 if not any(a.target.name == name for a in self._leases.audits.values()):
                     await self._clients.drop(name)

@@ -68,6 +68,7 @@ class Delivery:
                     owner=ctx.owner,
                     retry=RetryPolicy.of(ctx.settings.alerts),
                     time_budget=DELIVERY_BUDGET_S,
+                    clock=ctx.clock.now,
                 )
             except StoreError as exc:
                 self._database_failed(utcnow(), exc)

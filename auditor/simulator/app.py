@@ -93,6 +93,14 @@ def odata_error(
 
 async def serve_pbx(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web.StreamResponse:
     """Answer one request to ``pbx``; ``sub`` is the path below its ``mount`` prefix."""
+    pbx.stats.enter()
+    try:
+        return await _answer(request, pbx, sub, mount)
+    finally:
+        pbx.stats.leave()
+
+
+async def _answer(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web.StreamResponse:
     endpoint = _ENDPOINTS.get(sub) or ("xapi" if sub.startswith("/xapi/") else "other")
     query = request.query
     stats = pbx.stats

@@ -39,14 +39,18 @@ class Stats:
 
     ``logins`` counts requests to the token endpoint, ``tokens_issued`` the tokens minted,
     ``failed_logins`` the refused credentials; ``max_top`` is the largest ``$top`` a listing
-    request carried (None before the first one), refused values included.
+    request carried (None before the first one), refused values included. ``in_flight`` is
+    how many requests are being answered now, ``max_in_flight`` the most there ever were at
+    once (an auditor sends one at a time; more means two audits of this PBX overlapped).
     """
 
     __slots__ = (
         "by_endpoint",
         "by_status",
         "failed_logins",
+        "in_flight",
         "logins",
+        "max_in_flight",
         "max_top",
         "requests",
         "requests_total",
@@ -55,6 +59,7 @@ class Stats:
 
     def __init__(self, history: int = 1000) -> None:
         self.requests: deque[RequestRecord] = deque(maxlen=history)
+        self.in_flight = 0
         self.reset()
 
     def reset(self) -> None:
@@ -63,6 +68,7 @@ class Stats:
         self.failed_logins = 0
         self.requests_total = 0
         self.max_top: int | None = None
+        self.max_in_flight = self.in_flight
         self.by_endpoint: Counter[str] = Counter()
         self.by_status: Counter[int | None] = Counter()
         self.requests.clear()
@@ -73,6 +79,14 @@ class Stats:
         self.by_status[record.status] += 1
         if self.requests.maxlen:
             self.requests.append(record)
+
+    def enter(self) -> None:
+        """A request is being answered (until :meth:`leave`)."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
 
     def note_top(self, top: int) -> None:
         if self.max_top is None or top > self.max_top:
@@ -89,6 +103,7 @@ class Stats:
             "failed_logins": self.failed_logins,
             "requests_total": self.requests_total,
             "max_top": self.max_top,
+            "max_in_flight": self.max_in_flight,
             "by_endpoint": dict(self.by_endpoint),
             "by_status": {
                 ("dropped" if k is None else str(k)): v for k, v in self.by_status.items()

@@ -20,6 +20,7 @@ from auditor.store.records import (
     RunOutcome,
     RunStart,
     TargetRow,
+    TargetStatus,
     VerifyResult,
     change_hash,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ScheduleStore",
     "Store",
     "TargetRow",
+    "TargetStatus",
     "VerifyResult",
     "change_hash",
     "display_url",

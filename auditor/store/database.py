@@ -101,6 +101,8 @@ class Database:
         # PostgreSQL: quiet runs recorded together (auditor.store.batch).
         self._groups = MergedGroups(self._write_engine.begin)
         self._thread_engine: Engine | None = None
+        # PostgreSQL: the lease heartbeat's own connection, opened on first use (heartbeat).
+        self._heartbeat_engine: AsyncEngine | None = None
         if self.dialect == "sqlite":
             self._thread_engine = create_thread_engine(driver_url(url))
             self._worker = TransactionWorker(self._thread_engine, write_option=WRITE_OPTION)
@@ -132,6 +134,8 @@ class Database:
         self._closed = True
         await self._groups.close()
         await self.engine.dispose()
+        if self._heartbeat_engine is not None:
+            await self._heartbeat_engine.dispose()
         if self._worker is not None and self._thread_engine is not None:
             self._worker.close()
             self._thread_engine.dispose()
@@ -157,6 +161,21 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         self.check_open()
         async with self._write_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def heartbeat(self) -> AsyncIterator[AsyncConnection]:
+        """A writing transaction for the lease heartbeat: on PostgreSQL on a connection of its
+        own, so that renewing the leases of audits never waits for a connection of the pool
+        behind those very audits; on SQLite as :meth:`write`."""
+        self.check_open()
+        if self.dialect != "postgresql":
+            async with self._write_engine.begin() as conn:
+                yield conn
+            return
+        if self._heartbeat_engine is None:
+            self._heartbeat_engine = create_engine(driver_url(self._url), pool_size=1)
+        async with self._heartbeat_engine.begin() as conn:
             yield conn
 
     async def transact(
@@ -243,6 +262,9 @@ class Part:
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return self._db.write()
+
+    def _heartbeat(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._db.heartbeat()
 
     async def _transact(
         self,

@@ -2,27 +2,38 @@
 
 Targets, runs, alert events and the history, each in id order with the same window
 (``target``, ``since``/``until``, ``after_id``/``before_id``, ``limit``, ``newest_first``);
-the snapshot at any complete run, rebuilt from the versions (:mod:`auditor.store.history`);
-which changes are a target's baseline (derived from the chain, see :data:`BASELINE`);
-the chain's head and its verification; the fleet's health for the gauges.
+the filters of the history and the alerts (:mod:`auditor.store.filters`) and how many
+records a filter matches; the snapshot at any complete run, rebuilt from the versions
+(:mod:`auditor.store.history`); which changes are a target's baseline (derived from the
+chain, see :data:`BASELINE`); the chain's head and its verification; where each target
+stands (``status``); the fleet's health for the gauges.
 
 This part never writes, and nothing in it takes a lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select
+from sqlalchemy import Row, Select, and_, func, or_, select
 
 from auditor.errors import StoreError
 from auditor.model import Alert, AlertStatus, ChangeKind, Run, RunStatus, Severity, Snapshot, utcnow
 from auditor.store.database import Part
+from auditor.store.filters import alert_filters, change_filters, where, window
 from auditor.store.history import read_items, walk
-from auditor.store.records import ChangeRecord, FleetHealth, TargetRow, VerifyResult, field_changes
-from auditor.store.schema import alert_events, chain, changes, runs, targets, versions
+from auditor.store.records import (
+    AlertState,
+    ChangeRecord,
+    FleetHealth,
+    TargetRow,
+    TargetStatus,
+    VerifyResult,
+    field_changes,
+)
+from auditor.store.schema import alert_events, alerts, chain, changes, runs, targets, versions
 
 VERIFY_BATCH = 1000
 
@@ -94,7 +105,7 @@ class ReadStore(Part):
         stmt = select(runs, targets.c.name.label("target")).join(
             targets, targets.c.id == runs.c.target_id
         )
-        stmt = _window(
+        stmt = window(
             stmt,
             runs.c.id,
             runs.c.started_at,
@@ -150,12 +161,22 @@ class ReadStore(Part):
         after_id: int | None = None,
         before_id: int | None = None,
         newest_first: bool = False,
+        kinds: Collection[str] | None = None,
+        severities: Collection[str] | None = None,
+        firing: bool = False,
     ) -> list[Alert]:
-        """Alert events in id order (``newest_first`` reverses it); ``since`` <= at < ``until``."""
+        """Alert events in id order (``newest_first`` reverses it); ``since`` <= at < ``until``.
+
+        ``kinds``: only these kinds. ``severities``: only these severities, a resolution
+        (recorded as ``info``) counting with the severity of the condition it resolves, as a
+        sink's ``min_severity`` does. ``firing``: only the conditions firing now, each once
+        (its latest event).
+        """
         stmt = select(alert_events, targets.c.name.label("target")).join(
             targets, targets.c.id == alert_events.c.target_id
         )
-        stmt = _window(
+        stmt = alert_filters(stmt, kinds=kinds, severities=severities, firing=firing)
+        stmt = window(
             stmt,
             alert_events.c.id,
             alert_events.c.at,
@@ -201,15 +222,20 @@ class ReadStore(Part):
         before_id: int | None = None,
         newest_first: bool = False,
         run_id: int | None = None,
+        key: str | None = None,
+        kinds: Collection[str] | None = None,
+        collections: Collection[str] | None = None,
     ) -> list[ChangeRecord]:
         """Recorded changes in chain order (``newest_first`` reverses it), each marked
-        ``baseline`` when its run was its target's first complete run."""
+        ``baseline`` when its run was its target's first complete run; ``key``: only the
+        changes of that item, ``kinds`` and ``collections``: only those."""
         stmt = select(changes, targets.c.name.label("target"), BASELINE).join(
             targets, targets.c.id == changes.c.target_id
         )
         if run_id is not None:
             stmt = stmt.where(changes.c.run_id == run_id)
-        stmt = _window(
+        stmt = change_filters(stmt, key=key, kinds=kinds, collections=collections)
+        stmt = window(
             stmt,
             changes.c.id,
             changes.c.at,
@@ -264,6 +290,126 @@ class ReadStore(Part):
                     # other writers cannot look like records missing from the head.
                     await conn.execution_options(isolation_level="REPEATABLE READ")
                 return await walk(conn, batch)
+
+    # -- counts (how much a --limit left out) ---------------------------------------------
+
+    async def count_runs(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many runs :meth:`runs` would list without a limit."""
+        stmt = select(func.count()).select_from(
+            runs.join(targets, targets.c.id == runs.c.target_id)
+        )
+        return await self._count(
+            where(stmt, runs.c.started_at, target=target, since=since, until=until), "runs"
+        )
+
+    async def count_changes(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        key: str | None = None,
+        kinds: Collection[str] | None = None,
+        collections: Collection[str] | None = None,
+    ) -> int:
+        """How many changes :meth:`changes` would list without a limit."""
+        stmt = select(func.count()).select_from(
+            changes.join(targets, targets.c.id == changes.c.target_id)
+        )
+        stmt = where(stmt, changes.c.at, target=target, since=since, until=until)
+        stmt = change_filters(stmt, key=key, kinds=kinds, collections=collections)
+        return await self._count(stmt, "the history")
+
+    async def count_alert_events(
+        self,
+        target: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Collection[str] | None = None,
+        severities: Collection[str] | None = None,
+        firing: bool = False,
+    ) -> int:
+        """How many alert events :meth:`alert_events` would list without a limit."""
+        stmt = select(func.count()).select_from(
+            alert_events.join(targets, targets.c.id == alert_events.c.target_id)
+        )
+        stmt = where(stmt, alert_events.c.at, target=target, since=since, until=until)
+        stmt = alert_filters(stmt, kinds=kinds, severities=severities, firing=firing)
+        return await self._count(stmt, "alerts")
+
+    async def _count(self, stmt: Select[Any], what: str) -> int:
+        with self._errors(f"cannot count {what}"):
+            async with self._read() as conn:
+                return int((await conn.execute(stmt)).scalar_one())
+
+    # -- where each target stands (for `status`) ------------------------------------------
+
+    async def target_status(self, names: Sequence[str] | None = None) -> list[TargetStatus]:
+        """Per recorded target (only ``names``, when given), by name: its schedule, its last
+        complete run, the finished runs since (all failed or incomplete) and the alerts
+        firing now. A name with no record is left out."""
+        last = runs.alias("last_complete")
+        heads = select(
+            targets.c.id,
+            targets.c.name,
+            targets.c.active,
+            targets.c.next_run_at,
+            targets.c.lease_owner,
+            targets.c.lease_until,
+            targets.c.last_complete_run_id,
+            last.c.finished_at.label("complete_at"),
+        ).select_from(targets.outerjoin(last, last.c.id == targets.c.last_complete_run_id))
+        # Every run after the last complete one is failed, incomplete or still running.
+        failures = (
+            select(runs.c.target_id, func.count().label("n"))
+            .join(targets, targets.c.id == runs.c.target_id)
+            .where(
+                runs.c.id > func.coalesce(targets.c.last_complete_run_id, 0),
+                runs.c.status != "running",
+            )
+            .group_by(runs.c.target_id)
+        )
+        firing = (
+            select(alerts)
+            .join(targets, targets.c.id == alerts.c.target_id)
+            .where(alerts.c.status == "firing")
+            .order_by(alerts.c.first_seen, alerts.c.id)
+        )
+        if names is not None:
+            wanted = targets.c.name.in_(list(names))
+            heads, failures, firing = (
+                heads.where(wanted),
+                failures.where(wanted),
+                firing.where(wanted),
+            )
+        with self._errors("cannot read the targets' status"):
+            async with self._read() as conn:
+                rows = (await conn.execute(heads.order_by(targets.c.name))).all()
+                failed = {r.target_id: int(r.n) for r in await conn.execute(failures)}
+                open_alerts: dict[int, list[AlertState]] = {}
+                for r in await conn.execute(firing):
+                    open_alerts.setdefault(r.target_id, []).append(_alert_state(r))
+        return [
+            TargetStatus(
+                name=r.name,
+                active=r.active,
+                next_run_at=r.next_run_at,
+                lease_owner=r.lease_owner,
+                lease_until=r.lease_until,
+                last_complete_run_id=r.last_complete_run_id,
+                last_complete_at=r.complete_at,
+                failures_in_row=failed.get(r.id, 0),
+                open_alerts=tuple(open_alerts.get(r.id, ())),
+            )
+            for r in rows
+        ]
 
     # -- fleet health (for /metrics) ------------------------------------------------------
     # Kept apart at the end of the class: read-only, used by the daemon's gauges.
@@ -320,33 +466,20 @@ class ReadStore(Part):
         )
 
 
-def _window(
-    stmt: Select[Any],
-    id_column: ColumnElement[int],
-    time_column: ColumnElement[datetime],
-    *,
-    target: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int | None,
-    after_id: int | None,
-    before_id: int | None,
-    newest_first: bool,
-) -> Select[Any]:
-    if target is not None:
-        stmt = stmt.where(targets.c.name == target)
-    if since is not None:
-        stmt = stmt.where(time_column >= since)
-    if until is not None:
-        stmt = stmt.where(time_column < until)
-    if after_id is not None:
-        stmt = stmt.where(id_column > after_id)
-    if before_id is not None:
-        stmt = stmt.where(id_column < before_id)
-    stmt = stmt.order_by(id_column.desc() if newest_first else id_column.asc())
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return stmt
+def _alert_state(r: Row[Any]) -> AlertState:
+    return AlertState(
+        fingerprint=r.fingerprint,
+        kind=r.kind,
+        collection=r.collection,
+        key=r.key,
+        status=cast(AlertStatus, r.status),
+        severity=cast(Severity, r.severity),
+        first_seen=r.first_seen,
+        last_seen=r.last_seen,
+        last_notified=r.last_notified,
+        resolved_at=r.resolved_at,
+        message=r.message,
+    )
 
 
 def _run(r: Row[Any]) -> Run:

@@ -317,7 +317,8 @@ class RecordStore(Part):
                 )
                 for event_id, e in zip(ids, outcome.events, strict=True)
             ]
-            now = utcnow()
+            # The run's clock, not this host's: the daemon's follows the database's.
+            now = outcome.finished_at
             deliveries = [
                 {
                     "event_id": event_id,

@@ -168,6 +168,26 @@ class TargetRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """Where one recorded target stands, for ``status``.
+
+    ``failures_in_row``: the finished runs after its last complete run (all failed or
+    incomplete); ``open_alerts``: its alert conditions firing now, oldest first;
+    ``next_run_at``: the daemon's schedule (None when no daemon has scheduled it).
+    """
+
+    name: str
+    active: bool
+    next_run_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    last_complete_run_id: int | None
+    last_complete_at: datetime | None
+    failures_in_row: int
+    open_alerts: tuple[AlertState, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FleetHealth:
     """How the fleet stands, for the gauges of ``/metrics``.
 

@@ -4,8 +4,14 @@ The schedule lives in the targets table: ``next_run_at`` per target, and a lease
 (``lease_owner``, ``lease_until``) that lets one process of several audit a target while the
 others skip it. A lease is only ever taken by :meth:`ScheduleStore.claim_due`, in the same
 transaction as the query that found the target due, so two processes never both hold one; it
-is given back by :meth:`~ScheduleStore.finish_claim` (with the next time) or
+is kept alive by :meth:`~ScheduleStore.renew_leases` and given back by
+:meth:`~ScheduleStore.finish_claim` (with the next time) or
 :meth:`~ScheduleStore.release_leases`.
+
+Time is the database's: a method given no ``now`` decides what is due and how long a lease
+lasts by the database server's clock (``now()`` on PostgreSQL), so replicas whose host clocks
+disagree still agree on every lease. On SQLite the database's clock is this host's (one
+process, see :mod:`auditor.store.lock`). An explicit ``now`` is for tests and tools.
 
 This part writes no contents, changes nor alerts: the only runs it touches are those left
 ``running`` by a holder that died, which it marks failed.
@@ -17,7 +23,18 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Interval,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 
 from auditor.model import utcnow
 from auditor.store.database import BATCH, Part, batched
@@ -30,6 +47,35 @@ INTERRUPTED = "interrupted: the process auditing the target stopped before the r
 
 class ScheduleStore(Part):
     """The daemon's schedule: targets synchronised with the configuration, claims, leases."""
+
+    def _now(self, now: datetime | None) -> ColumnElement[datetime]:
+        """``now``, or the database's time now, as an SQL expression."""
+        if now is None and self.dialect == "postgresql":
+            # The start of the transaction: each schedule statement runs in a short one.
+            return func.now(type_=UTCDateTime())
+        return literal(now if now is not None else utcnow(), UTCDateTime())
+
+    def _later(self, now: datetime | None, by: timedelta) -> ColumnElement[datetime]:
+        """``by`` after :meth:`_now` (SQLite has no date arithmetic of its own)."""
+        if now is None and self.dialect == "postgresql":
+            return type_coerce(func.now() + literal(by, Interval()), UTCDateTime())
+        return literal((now if now is not None else utcnow()) + by, UTCDateTime())
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may claim targets from this database (not on SQLite: the
+        lock file keeps it to one process)."""
+        return self.dialect != "sqlite"
+
+    async def database_time(self) -> datetime:
+        """The database server's clock now (this host's on SQLite)."""
+        if self.dialect != "postgresql":
+            return utcnow()
+        stmt = select(func.clock_timestamp(type_=UTCDateTime()))
+        with self._errors("cannot read the database's clock"):
+            async with self._heartbeat() as conn:
+                value: datetime = (await conn.execute(stmt)).scalar_one()
+        return value
 
     async def sync_targets(
         self,
@@ -100,9 +146,10 @@ class ScheduleStore(Part):
                     )
 
     async def claim_due(
-        self, owner: str, now: datetime, limit: int, lease_for: timedelta
+        self, owner: str, now: datetime | None, limit: int, lease_for: timedelta
     ) -> list[ClaimedTarget]:
-        """Lease up to ``limit`` active targets due at ``now`` to ``owner``, soonest first.
+        """Lease up to ``limit`` active targets due at ``now`` (None: the database's time) to
+        ``owner`` for ``lease_for``, soonest first.
 
         A target under another live lease is skipped. On PostgreSQL the rows are taken with
         ``FOR UPDATE SKIP LOCKED``, so replicas claiming at the same moment split the due
@@ -112,13 +159,19 @@ class ScheduleStore(Part):
         """
         if limit < 1:
             return []
-        until = now + lease_for
+        at = self._now(now)
         due = (
-            select(targets.c.id, targets.c.name, targets.c.url, targets.c.next_run_at)
+            select(
+                targets.c.id,
+                targets.c.name,
+                targets.c.url,
+                targets.c.next_run_at,
+                at.label("now"),
+            )
             .where(
                 targets.c.active,
-                targets.c.next_run_at <= now,
-                or_(targets.c.lease_until.is_(None), targets.c.lease_until < now),
+                targets.c.next_run_at <= at,
+                or_(targets.c.lease_until.is_(None), targets.c.lease_until < at),
             )
             .order_by(targets.c.next_run_at, targets.c.id)
             .limit(limit)
@@ -129,6 +182,9 @@ class ScheduleStore(Part):
                 rows = (await conn.execute(due)).all()
                 if not rows:
                     return []
+                # The time the query ran at, as the database saw it: the lease runs from it.
+                claimed_at: datetime = rows[0].now
+                until = claimed_at + lease_for
                 ids = [r.id for r in rows]
                 await conn.execute(
                     update(targets)
@@ -138,7 +194,7 @@ class ScheduleStore(Part):
                 ended = await conn.execute(
                     update(runs)
                     .where(runs.c.status == "running", runs.c.target_id.in_(ids))
-                    .values(status="failed", finished_at=now, error=INTERRUPTED)
+                    .values(status="failed", finished_at=claimed_at, error=INTERRUPTED)
                     .returning(runs.c.target_id)
                 )
                 interrupted = Counter(int(i) for i in ended.scalars())
@@ -170,19 +226,29 @@ class ScheduleStore(Part):
                 return (await conn.execute(stmt)).rowcount == 1
 
     async def renew_leases(
-        self, owner: str, target_ids: Collection[int], until: datetime
+        self,
+        owner: str,
+        target_ids: Collection[int],
+        lease_for: timedelta,
+        now: datetime | None = None,
     ) -> set[int]:
-        """Extend ``owner``'s leases of ``target_ids`` to ``until``; returns the ids still held."""
+        """Extend ``owner``'s leases of ``target_ids`` to ``lease_for`` from ``now`` (None: the
+        database's time); returns the ids still held.
+
+        A lease that ran out is renewed too while nobody else has claimed the target: until
+        then nobody else audits it either.
+        """
         if not target_ids:
             return set()
         stmt = (
             update(targets)
             .where(targets.c.id.in_(list(target_ids)), targets.c.lease_owner == owner)
-            .values(lease_until=until)
+            .values(lease_until=self._later(now, lease_for))
             .returning(targets.c.id)
         )
         with self._errors("cannot renew leases"):
-            async with self._write() as conn:
+            # Apart from the pool: a renewal must not queue behind the audits it keeps alive.
+            async with self._heartbeat() as conn:
                 return {int(i) for i in (await conn.execute(stmt)).scalars()}
 
     async def release_leases(self, owner: str) -> int:
@@ -196,7 +262,7 @@ class ScheduleStore(Part):
                 await conn.execute(
                     update(runs)
                     .where(runs.c.status == "running", runs.c.target_id.in_(held))
-                    .values(status="failed", finished_at=utcnow(), error=INTERRUPTED)
+                    .values(status="failed", finished_at=self._now(None), error=INTERRUPTED)
                 )
                 released = await conn.execute(
                     update(targets)
@@ -212,18 +278,20 @@ class ScheduleStore(Part):
             async with self._read() as conn:
                 return sorted(str(o) for o in (await conn.execute(stmt)).scalars())
 
-    async def interrupt_orphaned_runs(self, now: datetime) -> int:
-        """Mark failed the runs left ``running`` on targets nobody holds a live lease of.
+    async def interrupt_orphaned_runs(self, now: datetime | None = None) -> int:
+        """Mark failed the runs left ``running`` on targets nobody holds a live lease of at
+        ``now`` (None: the database's time).
 
         Safe with replicas: a replica auditing a target holds (and renews) its lease, so
         only runs of holders that died, or of a ``once`` that is running now, match; the
         latter records its run anyway when it finishes.
         """
-        live = select(targets.c.id).where(targets.c.lease_until >= now).scalar_subquery()
+        at = self._now(now)
+        live = select(targets.c.id).where(targets.c.lease_until >= at).scalar_subquery()
         stmt = (
             update(runs)
             .where(runs.c.status == "running", runs.c.target_id.not_in(live))
-            .values(status="failed", finished_at=now, error=INTERRUPTED)
+            .values(status="failed", finished_at=at, error=INTERRUPTED)
         )
         with self._errors("cannot mark interrupted runs"):
             async with self._write() as conn:

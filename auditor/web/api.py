@@ -15,25 +15,44 @@ time < ``until``; the time of a run is its start, of a change or an alert its ``
 ``target``, ``limit`` and ``cursor``. The items have the shapes of the CLI's ``--json``.
 A bad parameter is a 400 with ``{"error": "<one line>"}``.
 
+The filters of the CLI's ``history`` and ``alerts``, by the same names: ``/changes`` takes
+``key`` (one item: a script's file name, or ``settings``), ``kind`` (``added``, ``removed``,
+``changed``) and ``collection`` (``scripts``, ``settings``); ``/alerts`` takes ``kind`` (an
+alert kind), ``severity`` (that severity or higher; a resolution counts with the severity of
+what it resolves) and ``firing=true`` (only the conditions firing now, each by its latest
+event). ``kind`` and ``collection`` take one value or several separated by commas.
+
 The handlers only read the store; who may ask is decided in :mod:`auditor.web.auth`, not
 here.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from aiohttp import web
+from multidict import MultiMapping
 
-from auditor.model import JSON, iso
+from auditor.model import ALERT_KINDS, JSON, SCRIPTS, SETTINGS, SEVERITIES, iso
 from auditor.store import TargetRow
 from auditor.web.cursors import check_known, decode_cursor, page, parse_limit, read_window
-from auditor.web.responses import json_response
+from auditor.web.responses import BadRequest, json_response
 from auditor.web.state import STORE_KEY
 
 API_PREFIX: Final = "/api/"
 
 _TARGET_PARAMS: Final = frozenset({"target", "limit", "cursor"})
+_CHANGE_PARAMS: Final = frozenset({"key", "kind", "collection"})
+_ALERT_PARAMS: Final = frozenset({"kind", "severity", "firing"})
+_CHANGE_KINDS: Final = {k: k for k in ("added", "removed", "changed")}
+_COLLECTIONS: Final = {
+    "scripts": SCRIPTS,
+    "settings": SETTINGS,
+    SCRIPTS: SCRIPTS,
+    SETTINGS: SETTINGS,
+}
+_ALERT_KINDS: Final = {k: k for k in ALERT_KINDS}
 
 
 def _target_json(row: TargetRow) -> JSON:
@@ -75,10 +94,53 @@ async def api_runs(request: web.Request) -> web.Response:
     )
 
 
+def _one_of(name: str, text: str, allowed: Mapping[str, str]) -> list[str]:
+    """A comma-separated list of ``allowed`` names -> the values they stand for."""
+    values = []
+    for part in text.split(","):
+        word = part.strip()
+        if word not in allowed:
+            known = ", ".join(dict.fromkeys(allowed))
+            raise BadRequest(f"{name}: {word!r} is not one of {known}")
+        values.append(allowed[word])
+    return values
+
+
+def _change_filters(query: MultiMapping[str]) -> dict[str, Any]:
+    return {
+        "key": query.get("key"),
+        "kinds": _one_of("kind", query["kind"], _CHANGE_KINDS) if "kind" in query else None,
+        "collections": (
+            _one_of("collection", query["collection"], _COLLECTIONS)
+            if "collection" in query
+            else None
+        ),
+    }
+
+
+def _alert_filters(query: MultiMapping[str]) -> dict[str, Any]:
+    firing = query.get("firing")
+    if firing is not None and firing not in ("true", "1"):
+        raise BadRequest(f"firing: the only value is true (got {firing!r})")
+    severity = query.get("severity")
+    if severity is not None and severity not in SEVERITIES:
+        raise BadRequest(f"severity: {severity!r} is not one of {', '.join(SEVERITIES)}")
+    return {
+        "kinds": _one_of("kind", query["kind"], _ALERT_KINDS) if "kind" in query else None,
+        "severities": SEVERITIES[SEVERITIES.index(severity) :] if severity else None,
+        "firing": firing is not None,
+    }
+
+
 async def api_changes(request: web.Request) -> web.Response:
-    w = read_window(request, "changes")
+    w = read_window(request, "changes", _CHANGE_PARAMS)
     found = await request.app[STORE_KEY].reads.changes(
-        w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
+        w.target,
+        since=w.since,
+        until=w.until,
+        limit=w.limit + 1,
+        after_id=w.after,
+        **_change_filters(request.rel_url.query),
     )
     return json_response(
         page("changes", [c.as_json() for c in found], w.limit, lambda item: item["id"])
@@ -86,9 +148,14 @@ async def api_changes(request: web.Request) -> web.Response:
 
 
 async def api_alerts(request: web.Request) -> web.Response:
-    w = read_window(request, "alerts")
+    w = read_window(request, "alerts", _ALERT_PARAMS)
     found = await request.app[STORE_KEY].reads.alert_events(
-        w.target, since=w.since, until=w.until, limit=w.limit + 1, after_id=w.after
+        w.target,
+        since=w.since,
+        until=w.until,
+        limit=w.limit + 1,
+        after_id=w.after,
+        **_alert_filters(request.rel_url.query),
     )
     return json_response(
         page("alerts", [a.as_json() for a in found], w.limit, lambda item: item["id"])

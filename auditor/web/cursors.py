@@ -118,10 +118,11 @@ class Window:
     after: int | None
 
 
-def read_window(request: web.Request, kind: str) -> Window:
-    """``target``, ``since``, ``until``, ``limit`` and ``cursor`` of a list of ``kind``."""
+def read_window(request: web.Request, kind: str, filters: frozenset[str] = frozenset()) -> Window:
+    """``target``, ``since``, ``until``, ``limit`` and ``cursor`` of a list of ``kind``;
+    ``filters``: the other parameters this list takes (read by the caller)."""
     query = request.rel_url.query
-    check_known(query, _WINDOW_PARAMS, request.path)
+    check_known(query, _WINDOW_PARAMS | filters, request.path)
     since = parse_when("since", query["since"]) if "since" in query else None
     until = parse_when("until", query["until"]) if "until" in query else None
     if since is not None and until is not None and until < since:

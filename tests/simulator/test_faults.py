@@ -254,3 +254,14 @@ async def test_stats_keep_a_bounded_history() -> None:
     stats.reset()
     assert (stats.requests_total, len(stats.requests)) == (0, 0)
     assert sim["hq"].stats.max_top is None
+
+
+async def test_stats_count_the_requests_answered_at_once(api: Api, sim: Simulator) -> None:
+    token = await api.login("hq")
+    await api.get("hq", SETTINGS_PATH, token)
+    assert (sim["hq"].stats.in_flight, sim["hq"].stats.max_in_flight) == (0, 1)
+    sim["hq"].add_fault("delay", endpoint="settings", seconds=0.3, times=2)
+    await asyncio.gather(*(api.get("hq", SETTINGS_PATH, token) for _ in range(2)))
+    assert (sim["hq"].stats.in_flight, sim["hq"].stats.max_in_flight) == (0, 2)
+    assert sim["branch"].stats.max_in_flight == 0
+    assert (await api.control("GET", "/hq/stats"))[1]["max_in_flight"] == 2
