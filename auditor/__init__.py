@@ -2,11 +2,9 @@
 
 Holds the version only and imports none of its modules, so ``--version`` stays cheap."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("3cx-auditor")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+# The one place the version is written: pyproject.toml reads it from here (setuptools'
+# dynamic version), so the code needs no importlib.metadata look-up, which cost every command
+# a scan of the installed distributions at start-up.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

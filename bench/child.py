@@ -7,10 +7,7 @@ that each did the whole job, and prints one JSON line ``{"times": [seconds, ...]
 peak resident set, "requests": per cycle}``. A warm-up cycle pays what a long-running
 service pays once (imports done on first use, statement caches, pools).
 
-The floor is what no auditor can beat: the same requests as an audit (one login per PBX,
-every page with the same ``$top``/``$skip``/``$count=true``, the settings), one connection
-pool per PBX as the auditor keeps, at most ``concurrency`` PBXs at once; each answer is
-parsed (paging needs ``@odata.count`` and the page length) and then dropped.
+The floor is :mod:`bench.floor`: what no auditor can beat.
 
 The client cycle is the auditor's own fetching (its XAPI client, proving each listing complete
 and taking the digest of the answers, as an audit does) with nothing stored: an audit's time
@@ -27,16 +24,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-from yarl import URL
-
-from auditor.simulator import SCRIPTS_PATH, SETTINGS_PATH, TOKEN_PATH, pbx_url
+from bench.floor import CLIENT_SECRET, PAGE_SIZE, FloorError, floor_cycle, pbx_url
 
 if TYPE_CHECKING:
     from auditor.config import TargetSettings
 
-PAGE_SIZE = 100
-CLIENT_SECRET = "secret"
 R = TypeVar("R")
 
 
@@ -83,49 +75,6 @@ def targets_of(job: dict[str, Any]) -> list[TargetSettings]:
 
 
 # -- the floor ------------------------------------------------------------------------------
-
-
-async def _floor_one(url: str, expected: int) -> int:
-    """One PBX the bare way; returns the number of requests made."""
-    connector = aiohttp.TCPConnector(limit=4)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        form = {
-            "client_id": "auditor",
-            "client_secret": CLIENT_SECRET,
-            "grant_type": "client_credentials",
-        }
-        async with session.post(url + TOKEN_PATH, data=form) as response:
-            token = json.loads(await response.read())["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        requests, skip = 1, 0
-        while True:
-            query = f"$top={PAGE_SIZE}&$skip={skip}&$count=true"
-            page = URL(f"{url}{SCRIPTS_PATH}?{query}", encoded=True)
-            async with session.get(page, headers=headers) as response:
-                data = json.loads(await response.read())
-            requests += 1
-            value = data["value"]
-            if not value:
-                break
-            skip += len(value)
-            if skip >= data["@odata.count"]:
-                break
-        async with session.get(url + SETTINGS_PATH, headers=headers) as response:
-            json.loads(await response.read())
-        requests += 1
-    if skip != expected:
-        raise JobError(f"floor: {url} listed {skip} scripts, expected {expected}")
-    return requests
-
-
-async def floor_cycle(base: str, pbxs: Sequence[tuple[str, int]], concurrency: int) -> int:
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(name: str, scripts: int) -> int:
-        async with limit:
-            return await _floor_one(pbx_url(base, name), scripts)
-
-    return sum(await asyncio.gather(*(one(name, scripts) for name, scripts in pbxs)))
 
 
 async def run_floor(job: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +166,7 @@ def main(argv: Sequence[str]) -> int:
     runner = {"floor": run_floor, "client": run_client}.get(job["mode"], run_audit)
     try:
         result = asyncio.run(runner(job))
-    except JobError as exc:
+    except (JobError, FloorError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     result["rss_kb"] = peak_rss_kb()

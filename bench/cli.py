@@ -1,5 +1,9 @@
 """``python -m bench [--quick] [--only sqlite|postgresql] [--reps N] [--json]``.
 
+Then, unless ``--no-whole``: ``3cx-auditor once`` as a whole process with default settings
+over a fleet across a simulated network (:mod:`bench.once`), and each command's start-up
+(:mod:`bench.startup`).
+
 For each scenario and database, ``reps`` rounds (see :func:`measure`) of: the floor, the
 auditor's client alone (fetching as an audit does, storing nothing: what an audit costs over
 the floor splits into the client's part and the store's), the baseline cycle on a fresh
@@ -27,6 +31,8 @@ from typing import Any
 from sqlalchemy import make_url
 
 from auditor.config import AuditSettings
+from bench import once as whole
+from bench import startup
 from bench.db import Databases, Size, pg_server_url, pg_unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,6 +359,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="audit.max_concurrent, for the audit and the floor (default: the config default)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--no-whole",
+        action="store_true",
+        help="leave out the whole-process measures (once with defaults, start-up per command)",
+    )
     args = parser.parse_args(argv)
     if args.reps is None:
         args.reps = 1 if args.quick else 5
@@ -396,10 +407,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                 finally:
                     dbs.close()
-    except ChildFailed as exc:
+        once_rows: list[whole.OnceRow] = []
+        timings: list[startup.Timing] = []
+        if not args.no_whole:
+            once_rows = whole.run_all(
+                chosen,
+                pbx_count=50 if args.quick else 1000,
+                round_trip=0.02,
+                reps=1 if args.quick else 3,
+                progress=not args.json,
+            )
+            timings = startup.measure(2 if args.quick else 7, progress=not args.json)
+    except (ChildFailed, whole.OnceFailed, startup.StartupFailed) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    checks = check_targets(rows)
+    checks = check_targets(rows) + whole.check_targets(once_rows)
     elapsed = time.perf_counter() - started
     if args.json:
         print(
@@ -412,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "elapsed_s": round(elapsed, 1),
                     "notes": notes,
                     "results": [r.as_json() for r in rows],
+                    "once": [r.as_json() for r in once_rows],
+                    "startup": startup.as_json(timings),
                     "targets": checks,
                 },
                 indent=2,
@@ -428,6 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {note}")
     if rows:
         print(table(rows))
+    if once_rows:
+        print()
+        print(whole.report(once_rows, [], [], round_trip=0.02, reps=1 if args.quick else 3))
+    if timings:
+        print()
+        print(startup.report(timings, 2 if args.quick else 7))
     for check in checks:
         verdict = "ok" if check["ok"] else "MISSED"
         print(f"target {verdict:6} {check['what']}: {check['value']} (limit {check['limit']})")

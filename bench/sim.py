@@ -1,7 +1,10 @@
-"""The simulator process of a benchmark: ``python -m bench.sim SPEC_JSON``.
+"""The simulator process of a benchmark: ``python -m bench.sim SPEC_JSON [ROUND_TRIP_S]``.
 
-``SPEC_JSON`` is a list of ``[name, scripts]`` pairs. Once listening, the process prints one
-JSON line ``{"base": "http://127.0.0.1:PORT"}`` on stdout and serves until SIGTERM.
+``SPEC_JSON`` is a list of ``[name, scripts]`` pairs. ``ROUND_TRIP_S`` (default 0): every
+request of every PBX is answered that many seconds late (the simulator's ``delay`` fault), as
+a PBX across a network would be; the wait costs the simulator no CPU. Once listening, the
+process prints one JSON line ``{"base": "http://127.0.0.1:PORT"}`` on stdout and serves until
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,19 +17,23 @@ from typing import Any
 from auditor.simulator import Pbx, Simulator, run
 
 
-def build(spec: Sequence[Sequence[Any]]) -> Simulator:
+def build(spec: Sequence[Sequence[Any]], round_trip: float = 0.0) -> Simulator:
     # Seeds differ per PBX so listings differ in shape, as in a real fleet.
-    return Simulator(
+    sim = Simulator(
         Pbx(str(name), scripts=int(scripts), seed=index + 1, history=0)
         for index, (name, scripts) in enumerate(spec)
     )
+    if round_trip > 0:
+        for pbx in sim:
+            pbx.add_fault("delay", endpoint="any", seconds=round_trip)
+    return sim
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m bench.sim '[[name, scripts], ...]'", file=sys.stderr)
+    if len(argv) not in (1, 2):
+        print("usage: python -m bench.sim '[[name, scripts], ...]' [ROUND_TRIP_S]", file=sys.stderr)
         return 2
-    sim = build(json.loads(argv[0]))
+    sim = build(json.loads(argv[0]), float(argv[1]) if len(argv) == 2 else 0.0)
 
     def ready(base: str) -> None:
         print(json.dumps({"base": base}), flush=True)

@@ -1,18 +1,15 @@
 """The command that audits now and records it: ``once``, and ``audit_targets`` behind it.
 
-The audit, the store, the sinks and the progress bar are imported inside the functions that
-use them, never at module level. It never starts the daemon.
+The audit, the store, the sinks, the settings, the logs and the progress bar are imported
+inside the functions that use them, never at module level. It never starts the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
-
-from rich.console import Console
 
 from auditor.cli.common import (
     ALL_SECRETS,
@@ -23,15 +20,15 @@ from auditor.cli.common import (
     load,
     open_store,
 )
-from auditor.config import Loaded
 from auditor.errors import ConfigError
-from auditor.logs import alert_printer
-from auditor.model import SEVERITIES, Alert
+from auditor.model import SEVERITIES
 
 if TYPE_CHECKING:
     from auditor.alerts.delivery import DeliveryReport
     from auditor.audit import AuditResult
     from auditor.cli.common import Commands
+    from auditor.config import Loaded
+    from auditor.model import Alert
 
 # `once` gives its delivery pass this long to start deliveries (each one is bounded by its
 # sink's timeout); the rest waits in the outbox.
@@ -74,6 +71,7 @@ async def audit_targets(
         if not progress:
             results = await audit_many(settings, store.record, targets, on_alert=on_alert)
         else:
+            from rich.console import Console
             from rich.progress import Progress
 
             with Progress(transient=True, console=Console(stderr=True)) as bar:
@@ -112,10 +110,15 @@ def _delivery_summary(report: DeliveryReport) -> str | None:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from auditor.config import ensure_open_files
     from auditor.errors import InUseError
+    from auditor.logs import alert_printer
     from auditor.store.lock import SqliteLock
 
     loaded = load(args, require_targets=True)
+    ensure_open_files(loaded.settings.audit.max_concurrent)
     check_targets(args.target or (), [t.name for t in loaded.settings.targets])
     reports: list[DeliveryReport] = []
     printed: list[Alert] = []

@@ -2,38 +2,28 @@
 settings for a command, opening the store, checking ``--target`` names, and printing: JSON,
 a table on a terminal, one tab-separated line per record into a pipe or a file.
 
-It runs no command and registers none. It never imports aiohttp, Alembic, Apprise or the
-simulator at module level, and SQLAlchemy only inside ``open_store``: the parser imports
-this module for every command, ``--help`` and ``--version`` included.
+It runs no command and registers none. The parser imports this module for every command,
+``--help`` and ``--version`` included: so at module level it imports the standard library
+and ``auditor.errors`` only; the settings (pydantic), the logs (structlog), rich, the store
+(SQLAlchemy) are imported by the functions that use them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import difflib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from auditor.config import (
-    SECRET_KINDS,
-    Loaded,
-    SecretKind,
-    load_settings,
-    overrides,
-    with_variables,
-)
 from auditor.errors import ConfigError, QueryError
-from auditor.logs import configure as configure_logs
 from auditor.model import visible
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
+    from auditor.config import Loaded, SecretKind
     from auditor.store import Store
 
 EXIT_OK = 0
@@ -89,12 +79,16 @@ def _columns(items: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _table_cell(value: Any) -> Text:
+    from rich.text import Text
+
     # Text, not a string: rich would read "[link=...]" in a PBX's string as its markup, and
     # a terminal would act on control characters (colours, titles); both are shown inert.
     return Text("" if value is None else visible(str(value)))
 
 
 def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     columns = _columns(items)
@@ -106,6 +100,9 @@ def print_items_table(title: str, items: Sequence[dict[str, Any]]) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -172,7 +169,9 @@ def _target_names(args: argparse.Namespace) -> list[str]:
 # read them (the service's secrets are often systemd credentials).
 NO_SECRETS: frozenset[SecretKind] = frozenset()
 PBX_SECRETS: frozenset[SecretKind] = frozenset({"targets"})
-ALL_SECRETS: frozenset[SecretKind] = SECRET_KINDS
+# auditor.config.SECRET_KINDS, spelled out: importing the settings here would load pydantic
+# for --version and --help (tests/test_cli_startup.py keeps the two equal).
+ALL_SECRETS: frozenset[SecretKind] = frozenset({"targets", "webhooks"})
 
 
 def secrets_of(args: argparse.Namespace) -> frozenset[SecretKind]:
@@ -187,6 +186,9 @@ def load(
     """Settings for a command, with the secrets it declared. ``[log] level`` is the
     daemon's; a one-shot command logs only warnings and errors (its results are its
     output), ``-v`` everything."""
+    from auditor.config import load_settings, overrides, with_variables
+    from auditor.logs import configure as configure_logs
+
     loaded = load_settings(args.config, secrets=secrets_of(args))
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
@@ -220,6 +222,8 @@ def read(
     """Load the settings, open (and migrate) the store, check ``args.target`` (when the
     command has one) against the configured and the recorded targets, run ``work`` on the
     store, close it. ``loaded``: settings the command loaded already."""
+    import asyncio
+
     settings = loaded if loaded is not None else load(args)
 
     async def run() -> T:

@@ -7,7 +7,6 @@ command, never at module level.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +20,11 @@ from auditor.cli.common import (
     print_items_table,
     print_json,
 )
-from auditor.config import Loaded
 from auditor.errors import QueryError
 
 if TYPE_CHECKING:
     from auditor.cli.common import Commands
+    from auditor.config import Loaded
 
 
 async def _scripts(args: argparse.Namespace, loaded: Loaded) -> dict[str, Any]:
@@ -57,6 +56,8 @@ async def _scripts(args: argparse.Namespace, loaded: Loaded) -> dict[str, Any]:
 
 
 def cmd_scripts(args: argparse.Namespace) -> int:
+    import asyncio
+
     if args.all and (args.top is not None or args.skip is not None):
         raise QueryError("--all pages through everything; it cannot be combined with --top/--skip")
     loaded = load(args)

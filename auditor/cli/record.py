@@ -26,7 +26,6 @@ from auditor.cli.common import (
     read,
     terminal,
 )
-from auditor.config import parse_duration
 from auditor.errors import QueryError
 from auditor.model import (
     ALERT_KINDS,
@@ -59,6 +58,8 @@ COLLECTIONS = {"scripts": SCRIPTS, "settings": SETTINGS, SCRIPTS: SCRIPTS, SETTI
 
 def parse_when(text: str) -> datetime:
     """An ISO 8601 date or time (UTC unless it says otherwise), or an age like ``7d``."""
+    from auditor.config import parse_duration
+
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -9,7 +9,6 @@ Alembic) are imported only inside the commands that use them, never at module le
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,9 +22,6 @@ from auditor.cli.common import (
     load,
     open_store,
 )
-from auditor.config import load_settings
-from auditor.logs import alert_printer
-from auditor.logs import configure as configure_logs
 
 if TYPE_CHECKING:
     from auditor.cli.common import Commands
@@ -35,6 +31,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     # The secrets are read and checked, as `run` will: a configuration whose secret cannot
     # be read is not ready. --no-secrets checks all the rest where they cannot be read (an
     # admin shell beside a service whose secrets are systemd credentials).
+    from auditor.config import load_settings
+
     kinds = NO_SECRETS if args.no_secrets else ALL_SECRETS
     loaded = load_settings(args.config, require_file=True, secrets=kinds)
     for warning in loaded.warnings:
@@ -44,7 +42,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"config: ok: {loaded.path} ({count} target{'s' if count != 1 else ''}{unread})")
     if not args.connect:
         return EXIT_OK
+    import asyncio
+
     from auditor.cli.connect import connect_all
+    from auditor.logs import configure as configure_logs
 
     configure_logs("debug" if args.verbose else "warning", loaded.settings.log.format)
     lines = asyncio.run(connect_all(loaded.settings))
@@ -54,6 +55,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    import asyncio
+
     loaded = load(args)
 
     async def upgrade() -> str:
@@ -69,10 +72,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from auditor.config import MAX_CONCURRENT_LIMIT, ensure_open_files
     from auditor.errors import InUseError
+    from auditor.logs import alert_printer
     from auditor.service import run_service
 
     loaded = load(args, daemon=True)
+    # Enough for any audit.max_concurrent: a reload (SIGHUP) may raise it.
+    ensure_open_files(MAX_CONCURRENT_LIMIT)
     try:
         asyncio.run(run_service(loaded, on_alert=alert_printer()))
     except InUseError as exc:

@@ -1,29 +1,26 @@
 """The commands that bring their own PBXs: ``simulate`` (serve the built-in XAPI simulator)
 and ``demo`` (the simulator and the daemon on a temporary SQLite).
 
-The simulator and the demo flow (and with them aiohttp) are imported only inside the
-commands, never at module level. It reads no configuration file.
+The simulator and the demo flow (and with them aiohttp), the logs and rich are imported only
+inside the commands, never at module level. It reads no configuration file.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from auditor.cli.common import EXIT_FAILED, EXIT_OK, non_negative
 from auditor.errors import QueryError
-from auditor.logs import configure as configure_logs
-from auditor.model import Alert, iso
+from auditor.model import iso
 
 if TYPE_CHECKING:
     from auditor.cli.common import Commands
+    from auditor.model import Alert
 
 
 def _pbx_spec(text: str) -> tuple[str, int]:
@@ -93,7 +90,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+
     from auditor.demo import run_demo
+    from auditor.logs import configure as configure_logs
 
     configure_logs("error", "console")
     console = Console()

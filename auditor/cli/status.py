@@ -30,7 +30,6 @@ from auditor.cli.common import (
     read,
     terminal,
 )
-from auditor.config import parse_duration
 from auditor.model import JSON, iso, utcnow
 
 if TYPE_CHECKING:
@@ -160,6 +159,9 @@ def age_text(span: timedelta) -> str:
 
 
 def _duration(text: str) -> timedelta:
+    # Imported here: the settings load pydantic, which --version and --help need not.
+    from auditor.config import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError:

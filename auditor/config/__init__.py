@@ -13,6 +13,8 @@ The package, one job per module (each imports only those above it):
 - :mod:`~auditor.config.database`: what a database URL holds: its secrets (masked for
   display), its TLS mode, the driver's parameters
 - :mod:`~auditor.config.values`: durations, bounded integers, the PBX URL, the section base
+- :mod:`~auditor.config.resources`: what the machine carries (open files), the default of
+  ``audit.max_concurrent``
 - :mod:`~auditor.config.sections`: ``[database] [schedule] [audit] [http] [log]``
 - :mod:`~auditor.config.alerts`: ``[alerts]`` and its webhook / Alertmanager / Apprise sinks
 - :mod:`~auditor.config.targets`: ``[[targets]]``
@@ -46,6 +48,15 @@ from auditor.config.database import (
 )
 from auditor.config.environment import CONFIG_ENV, overrides, with_variables
 from auditor.config.load import DEFAULT_PATHS, Loaded, find_config, load_settings
+from auditor.config.resources import (
+    AUDITS_CAP,
+    FILES_RESERVED,
+    MAX_CONCURRENT_LIMIT,
+    default_max_concurrent,
+    ensure_open_files,
+    files_needed,
+    open_files_limit,
+)
 from auditor.config.secrets import SECRET_KINDS, SecretKind
 from auditor.config.sections import (
     AuditSettings,
@@ -65,10 +76,13 @@ from auditor.config.values import (
 )
 
 __all__ = [
+    "AUDITS_CAP",
     "CONFIG_ENV",
     "DEFAULT_PATHS",
     "DSN_PARAMETERS",
     "ENV_PREFIX",
+    "FILES_RESERVED",
+    "MAX_CONCURRENT_LIMIT",
     "SECRET_KINDS",
     "SINK_TYPES",
     "WEBHOOK_SECRET_PREFIX",
@@ -92,11 +106,15 @@ __all__ = [
     "TargetSettings",
     "WebhookSettings",
     "database_tls",
+    "default_max_concurrent",
     "display_url",
+    "ensure_open_files",
+    "files_needed",
     "find_config",
     "format_duration",
     "load_settings",
     "normalise_url",
+    "open_files_limit",
     "overrides",
     "parse_duration",
     "url_secrets",

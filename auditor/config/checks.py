@@ -3,7 +3,8 @@
 A sink's ``targets`` must name configured targets, an Apprise URL must be one Apprise
 understands, a target's ``ca_file`` must hold PEM certificates the client can load, and its
 ``filter`` and ``search`` must pass the checks the client makes before sending them;
-``verify_tls = false`` earns a warning.
+``verify_tls = false`` earns a warning, and so does an ``audit.max_concurrent`` the open-file
+limit cannot carry.
 Each problem is one line ``config: <dotted.key>: <why>``. Reads no secret from the
 environment or from a file, and never shows an Apprise URL (it embeds a token).
 
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 from auditor.config.alerts import SINK_TYPES, AppriseSettings
 from auditor.config.database import database_tls
+from auditor.config.resources import files_needed, open_files_limit
 from auditor.config.settings import Settings
 from auditor.errors import QueryError
 from auditor.odata import check_filter, quote_search
@@ -64,6 +66,7 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
             if problem:
                 problems.append(f"config: targets[{index}].ca_file: {problem}")
     problems.extend(query_problems(settings))
+    warnings.extend(_open_files_warnings(settings))
     return problems, warnings
 
 
@@ -113,6 +116,19 @@ def query_problems(settings: Settings) -> list[str]:
                 why = str(exc).removeprefix(f"${key}: ")
                 problems.append(f"config: targets[{index}].{key}: target {target.name}: {why}")
     return problems
+
+
+def _open_files_warnings(settings: Settings) -> list[str]:
+    # The default always fits; an explicit value is honoured, but said to be too many.
+    concurrent = settings.audit.max_concurrent
+    needed, hard = files_needed(concurrent), open_files_limit()[1]
+    if needed <= hard:
+        return []
+    return [
+        f"config: audit.max_concurrent: {concurrent} audits at once need about {needed} open "
+        f"files, and this process may open {hard} (the hard RLIMIT_NOFILE; systemd: "
+        "LimitNOFILE=): audits beyond that fail to connect"
+    ]
 
 
 def sink_problems(settings: Settings) -> list[str]:

@@ -1,18 +1,31 @@
 """The daemon's own sections: ``[database]``, ``[schedule]``, ``[audit]``, ``[http]``, ``[log]``.
 
-Validated, frozen pydantic models with their defaults. Does no I/O and reads no environment;
-``http.token`` is held as a :class:`pydantic.SecretStr` and never shown.
+Validated, frozen pydantic models with their defaults. Does no I/O and reads no environment
+(the default of ``audit.max_concurrent`` asks :mod:`auditor.config.resources` what the process
+may open); ``http.token`` is held as a :class:`pydantic.SecretStr` and never shown.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from auditor.config.database import url_problems
-from auditor.config.values import Duration, PositiveDuration, Section, between, format_duration
+from auditor.config.resources import MAX_CONCURRENT_LIMIT, default_max_concurrent
+from auditor.config.values import (
+    Duration,
+    PositiveDuration,
+    Section,
+    between,
+    format_duration,
+    parse_duration,
+)
+
+# The jitter when none is set: this, or the interval when that is shorter.
+DEFAULT_JITTER = timedelta(seconds=30)
+DEFAULT_INTERVAL = timedelta(minutes=15)
 
 
 class DatabaseSettings(Section):
@@ -35,7 +48,9 @@ class DatabaseSettings(Section):
 class ScheduleSettings(Section):
     every: PositiveDuration | None = None
     cron: str | None = None
-    jitter: Duration = timedelta(seconds=30)
+    # With every, the jitter places each target once within the interval: a longer one would
+    # hold a new target back for several intervals. Unset, it is 30s or the interval if shorter.
+    jitter: Duration = DEFAULT_JITTER
     # How often the daemon looks for due targets; sub-second values are for tests.
     tick: PositiveDuration = timedelta(seconds=1)
     # How long a replica's claim on a target outlives its last renewal (renewed every sixth
@@ -65,6 +80,34 @@ class ScheduleSettings(Section):
             raise ValueError(f"{exc} (got {value!r})") from None
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _jitter_within_a_short_interval(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("jitter") is not None or not data.get("every"):
+            return data
+        try:
+            every = parse_duration(data["every"])
+        except ValueError:
+            return data  # reported by the field itself
+        return {**data, "jitter": min(DEFAULT_JITTER, every)} if every < DEFAULT_JITTER else data
+
+    @field_validator("jitter")
+    @classmethod
+    def _within_interval(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        # A cron schedule draws the jitter anew for each run; an invalid every is reported alone.
+        if info.data.get("cron") is not None or "every" not in info.data:
+            return value
+        every = info.data["every"]
+        interval = every if isinstance(every, timedelta) else DEFAULT_INTERVAL
+        if value > interval:
+            where = "schedule.every" if every is not None else "the default schedule.every"
+            raise ValueError(
+                f"{format_duration(value)} is longer than {where} ({format_duration(interval)}): "
+                f"a new target would wait several intervals for its first audit; use at most "
+                f"{format_duration(interval)}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleSettings:
         if self.every is not None and self.cron is not None:
@@ -74,11 +117,14 @@ class ScheduleSettings(Section):
     @property
     def interval(self) -> timedelta:
         """The fixed interval, when the schedule is not a cron expression."""
-        return self.every if self.every is not None else timedelta(minutes=15)
+        return self.every if self.every is not None else DEFAULT_INTERVAL
 
 
 class AuditSettings(Section):
-    max_concurrent: Annotated[int, between(1, 1000)] = 8
+    # Audits at once in one process; unset, what the machine carries (auditor.config.resources).
+    max_concurrent: Annotated[int, between(1, MAX_CONCURRENT_LIMIT)] = Field(
+        default_factory=default_max_concurrent
+    )
     timeout: PositiveDuration = timedelta(minutes=10)
     # On SIGTERM, how long audits in flight may take to finish before they are cancelled.
     shutdown_grace: Duration = timedelta(seconds=30)
