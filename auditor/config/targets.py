@@ -11,8 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
+from auditor.collections import NAMES, unknown_names
 from auditor.config.values import PositiveDuration, Section, between, normalise_url
 from auditor.errors import ConfigError
 
@@ -42,6 +43,20 @@ class TargetSettings(Section):
     max_relist: Annotated[int, between(0, 20)] = 3
     ignore_fields: tuple[str, ...] = ()
     state: StateRule = StateRule()
+    # Which collections of auditor.collections are audited (default: all).
+    collections: tuple[str, ...] = NAMES
+
+    @field_validator("collections")
+    @classmethod
+    def _known_collections(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = unknown_names(value)
+        if unknown:
+            raise ValueError(
+                f"unknown collection {', '.join(map(repr, unknown))}; known: {', '.join(NAMES)}"
+            )
+        if not value:
+            raise ValueError(f"choose at least one of {', '.join(NAMES)}")
+        return tuple(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _one_secret(self) -> TargetSettings:
