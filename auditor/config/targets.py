@@ -45,6 +45,19 @@ class TargetSettings(Section):
     state: StateRule = StateRule()
     # Which collections of auditor.collections are audited (default: all).
     collections: tuple[str, ...] = NAMES
+    # Whose changes raise change alerts (None: failover scripts and every settings, not the
+    # backup list, whose rotation changes it daily); the history records all of them.
+    alert_on_change: tuple[str, ...] | None = None
+
+    @field_validator("alert_on_change")
+    @classmethod
+    def _known_alerting(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = unknown_names(value)
+        if unknown:
+            raise ValueError(
+                f"unknown collection {', '.join(map(repr, unknown))}; known: {', '.join(NAMES)}"
+            )
+        return value
 
     @field_validator("collections")
     @classmethod

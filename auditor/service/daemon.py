@@ -313,6 +313,7 @@ class Service:
                     deadline=self._settings.audit.timeout,
                     router=self._delivery.router,
                     on_alert=self._on_alert,
+                    digest_key=self._settings.audit.digest_key(),
                 )
                 self.metrics.observe_run(result, time.monotonic() - started)
             except StoreError as exc:
