@@ -23,6 +23,7 @@ from auditor.model import SCRIPTS, SETTINGS
 from auditor.simulator import ManualClock, Pbx, Simulator, serve
 from auditor.store import Store
 from auditor.store.schema import metadata, versions
+from tests.clirun import SECRET_ENV, Cli
 
 TARGET = "pbx-hq"
 DAY = 86400.0
@@ -88,10 +89,14 @@ async def database_text(raw: AsyncEngine, db_url: str) -> str:
         for table in metadata.sorted_tables:
             parts += [repr(tuple(row)) for row in (await conn.execute(select(table))).all()]
     if db_url.startswith("sqlite:///"):
-        path = Path(db_url.removeprefix("sqlite:///"))
-        for file in path.parent.glob(path.name + "*"):
-            parts.append(file.read_bytes().decode("latin-1"))
+        parts.append(sqlite_files(Path(db_url.removeprefix("sqlite:///"))))
     return "\n".join(parts)
+
+
+def sqlite_files(database: Path) -> str:
+    """The bytes of a SQLite database and its journal files, as text."""
+    files = sorted(database.parent.glob(database.name + "*"))
+    return "".join(f.read_bytes().decode("latin-1") for f in files if f.is_file())
 
 
 def extras_requests(pbx: Pbx) -> int:
@@ -227,3 +232,48 @@ async def test_a_backups_listing_that_shifts_while_paged_is_listed_again(
     assert sorted(k for c, k in record if c == BACKUPS) == pbx.backups.filenames
     assert len(pbx.backups.filenames) == 6
     assert result.ok
+
+
+async def test_no_output_log_record_or_export_holds_a_link_or_a_password(tmp_path: Path) -> None:
+    """The CLI as a user runs it: ``once`` (its log), ``history``, every export format and
+    the database file are searched for every download link and password the PBX sent."""
+    client_secret = "cli-secret-0815"
+    pbx = Pbx(TARGET, scripts=3, seed=12, client_secret=client_secret)
+    key_file = tmp_path / "digest.key"
+    key_file.write_text(DIGEST_KEY + "\n")
+    database = tmp_path / "audit.db"
+    config = tmp_path / "auditor.toml"
+    async with serve(Simulator([pbx])) as base:
+        config.write_text(
+            f'[database]\nurl = "sqlite:///{database}"\n'
+            f'[audit]\nsecret_digest_key_file = "{key_file}"\n'
+            '[log]\nformat = "json"\nlevel = "debug"\n'
+            f'[[targets]]\nname = "{TARGET}"\nurl = "{base}/{TARGET}"\nclient_id = "auditor"\n'
+            f'client_secret_env = "{SECRET_ENV}"\nretries = 0\n'
+        )
+        config.chmod(0o600)
+        cli = Cli(config, client_secret)
+        outputs = [await cli.ok("once")]
+        pbx.backups.update_location({"SftpPassword": {"Concealed": False, "Value": "pw-2-9911"}})
+        pbx.backups.make()
+        outputs.append(await cli.ok("once"))
+        outputs.append(await cli.ok("history", "--json", "--limit", "0"))
+        outputs.append(await cli.ok("history", "--collection", "backup_repository"))
+        for form in ("json", "csv", "html"):
+            outputs.append(await cli.ok("export", "--format", form))
+        secrets = [*pbx.backups.secrets(), "pw-2-9911"]
+        links = [item["DownloadLink"] for item in pbx.backups.items(base + "/" + TARGET)]
+
+    history = outputs[2].json()
+    assert {c["collection"] for c in history} == set(NAMES)
+    assert [c["kind"] for c in history if c["collection"] == "backup_repository"] == [
+        "added",
+        "changed",
+    ]
+    assert "backup_repository" in outputs[3].stdout
+    assert "failover_scripts" not in outputs[3].stdout  # the filter holds
+    text = sqlite_files(database) + "".join(o.stdout + o.stderr for o in outputs)
+    assert "hmac-sha256:" in text  # the digests are there ...
+    for secret in [*secrets, *links, DIGEST_KEY, client_secret]:
+        assert secret not in text  # ... the secrets are not
+    assert "DownloadLink" not in text
