@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -19,10 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auditor.audit import AuditResult, audit_many
 from auditor.collections import BACKUP_REPOSITORY, BACKUP_SETTINGS, BACKUPS, NAMES
 from auditor.config import Settings, TargetSettings
+from auditor.metrics import Metrics
 from auditor.model import SCRIPTS, SETTINGS
 from auditor.simulator import ManualClock, Pbx, Simulator, serve
 from auditor.store import Store
 from auditor.store.schema import metadata, versions
+from auditor.web.app import base_url, make_app, start_http
+from auditor.web.state import ServiceState
 from tests.clirun import SECRET_ENV, Cli
 
 TARGET = "pbx-hq"
@@ -277,3 +281,27 @@ async def test_no_output_log_record_or_export_holds_a_link_or_a_password(tmp_pat
     for secret in [*secrets, *links, DIGEST_KEY, client_secret]:
         assert secret not in text  # ... the secrets are not
     assert "DownloadLink" not in text
+
+
+async def test_the_api_filters_changes_by_any_collection(
+    db_url: str, store: Store, hq: tuple[Pbx, str], clock: ManualClock
+) -> None:
+    _, base = hq
+    settings = settings_for(db_url, base)
+    await audit(settings, store)
+    clock.advance(DAY)
+    await audit(settings, store)
+    app = make_app(store=store, state=ServiceState(), metrics=Metrics(), token=None)
+    runner = await start_http(app, "127.0.0.1:0")
+    try:
+        url = base_url(runner) + "/api/v1/changes"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, params={"collection": "backups", "limit": "100"}) as r:
+                assert r.status == 200
+                items = (await r.json())["items"]
+            async with http.get(url, params={"collection": "backup_sets"}) as r:
+                assert r.status == 400
+    finally:
+        await runner.cleanup()
+    assert {c["collection"] for c in items} == {BACKUPS}
+    assert sorted(c["kind"] for c in items) == ["added"] * 6 + ["removed"]
