@@ -64,6 +64,8 @@ class AuditResult:
     suppressed: int
     error: str | None
     alerts: tuple[Alert, ...]
+    # The collections the PBX refused this run: name -> why.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -357,6 +359,7 @@ async def audit_target(
         suppressed=suppressed,
         error=error,
         alerts=tuple(alerts),
+        unavailable=dict(fetched.unavailable) if fetched else {},
     )
 
 

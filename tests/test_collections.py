@@ -169,6 +169,15 @@ async def test_extras_are_read_once_per_new_backup_and_backups_do_not_alert(
     assert extras_requests(pbx) == 6  # only the new one
     assert rotated.changes == 2
     assert rotated.alerts == ()  # the backups list records, it does not alert
+    # Backups alert when the target says so.
+    loud = settings.model_copy(
+        update={
+            "targets": (settings.targets[0].model_copy(update={"alert_on_change": (BACKUPS,)}),)
+        }
+    )
+    clock.advance(DAY)
+    noisy = await audit(loud, store)
+    assert sorted(a.kind for a in noisy.alerts) == ["backup.added", "backup.removed"]
     record = await recorded(raw)
     assert sorted(k for c, k in record if c == BACKUPS) == pbx.backups.filenames
 
@@ -200,6 +209,8 @@ async def test_a_refused_collection_is_unavailable_and_never_removed(
         ("collection.unavailable", BACKUPS),
     ]
     assert refused.changes == 1
+    assert sorted(refused.unavailable) == [BACKUP_REPOSITORY, BACKUPS]
+    assert "403" in refused.unavailable[BACKUP_REPOSITORY]
     after = await recorded(raw)
     assert {k for k in after if k[0] in (BACKUPS, BACKUP_REPOSITORY)} == {
         k for k in before if k[0] in (BACKUPS, BACKUP_REPOSITORY)
