@@ -524,6 +524,7 @@ async def _observe(
             listed=fetched.scripts.keys(),
             state_field=target.state.field,
             unavailable=fetched.unavailable,
+            failover_read=both,
         )
         items = len(fetched.scripts)
     else:

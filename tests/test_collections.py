@@ -225,6 +225,19 @@ async def test_a_refused_collection_is_unavailable_and_never_removed(
         ("collection.available", "resolved"),
     ]
 
+    # The failover scripts refused: a disconnected script is neither resolved nor removed.
+    name = pbx.filenames[0]
+    pbx.set_state(name, "Disconnected")
+    down = await audit(settings, store)
+    assert [(a.kind, a.key) for a in down.alerts] == [("script.disconnected", name)]
+    pbx.add_fault("status", endpoint="scripts", status=403)
+    blind = await audit(settings, store)
+    assert [(a.kind, a.collection) for a in blind.alerts] == [("collection.unavailable", SCRIPTS)]
+    assert (SCRIPTS, name) in await recorded(raw)
+    pbx.clear_faults()
+    seen = await audit(settings, store)
+    assert [(a.kind, a.collection) for a in seen.alerts] == [("collection.available", SCRIPTS)]
+
     # Every collection refused: that is a failed audit, not an empty PBX.
     kept = await recorded(raw)
     pbx.add_fault("status", endpoint="xapi", status=403)

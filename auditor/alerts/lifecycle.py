@@ -74,7 +74,8 @@ RESOLVED_KIND = {
 }
 # A resolution's kind -> the kind of the condition it ends (kinds without one end themselves).
 FIRING_KIND = {resolved: firing for firing, resolved in RESOLVED_KIND.items()}
-SCRIPT_CONDITIONS = ("script.disconnected", "settings.script_missing", "collection.unavailable")
+SCRIPT_CONDITIONS = ("script.disconnected", "settings.script_missing")
+COLLECTION_CONDITIONS = ("collection.unavailable",)
 TARGET_CONDITIONS = ("target.disconnected", "audit.failed")
 _SHOWN_FIELDS = 3
 
@@ -101,6 +102,9 @@ class Observation:
     state_field: str = "State"
     # Collections the PBX refused this run (403/404): name -> why.
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    # Whether the failover scripts and settings were both read: the script conditions are
+    # judged (fired or resolved) only then.
+    failover_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +190,11 @@ def _conditions(obs: Observation, policy: Policy) -> tuple[list[_Condition], tup
     target = obs.target
     now: list[_Condition] = []
     if obs.status == "ok":
-        for key, value in sorted(obs.unhealthy.items()):
+        judged = (SCRIPT_CONDITIONS if obs.failover_read else ()) + COLLECTION_CONDITIONS
+        for key, value in sorted(obs.unhealthy.items() if obs.failover_read else ()):
             message = f"failover script '{key}' is {value} on {target}"
             now.append(_Condition("script.disconnected", SCRIPTS, key, message))
-        for name, filename in obs.missing:
+        for name, filename in obs.missing if obs.failover_read else ():
             message = (
                 f"{name} names '{filename}', which is not among the failover scripts of {target}"
             )
@@ -197,7 +202,7 @@ def _conditions(obs: Observation, policy: Policy) -> tuple[list[_Condition], tup
         for name, why in sorted(obs.unavailable.items()):
             message = f"{name} is unavailable on {target}: {why}"
             now.append(_Condition("collection.unavailable", name, None, message))
-        return now, SCRIPT_CONDITIONS + TARGET_CONDITIONS
+        return now, judged + TARGET_CONDITIONS
     error = obs.error or obs.status
     now.append(_Condition("audit.failed", None, None, f"audit of {target} failed: {error}"))
     if obs.failures_in_row >= policy.disconnected_after:
