@@ -16,14 +16,17 @@ import asyncio
 import functools
 import gc
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import hmac
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
 from auditor.alerts.lifecycle import Observation, Policy, evaluate, failures_in_row
 from auditor.alerts.routing import Router
+from auditor.collections import BY_NAME, EXTRAS_FIELD, Collection, collection, storable
 from auditor.config import Settings, TargetSettings, format_duration
 from auditor.diff import diff, missing_scripts, unhealthy
 from auditor.errors import AuditorError, IncompleteListingError, SourceError, StoreError
@@ -38,6 +41,7 @@ from auditor.model import (
     Item,
     RunStatus,
     Snapshot,
+    content_hash,
     utcnow,
 )
 from auditor.store import RecordStore, RunOutcome, RunStart
@@ -60,6 +64,8 @@ class AuditResult:
     suppressed: int
     error: str | None
     alerts: tuple[Alert, ...]
+    # The collections the PBX refused this run: name -> why.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,38 +79,161 @@ SNAPSHOT_SCHEME = "1"
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """Everything the PBX says about failover.
+    """Everything the PBX says about the collections audited.
 
-    ``scripts`` holds each script's object by its filename, in listing order; ``digest``
-    covers the PBX's answers byte for byte (and :data:`SNAPSHOT_SCHEME`).
+    ``scripts`` holds each script's object by its filename, in listing order, ``settings``
+    the failover settings (None when not audited); ``items`` the other collections' items,
+    already in the form they may be stored in (:func:`auditor.collections.storable`).
+    ``audited`` names the collections read in full this run, ``unavailable`` those the PBX
+    refused (name -> why). ``digest`` covers the PBX's answers byte for byte (and
+    :data:`SNAPSHOT_SCHEME`).
     """
 
     scripts: dict[str, JSON]
-    settings: JSON
+    settings: JSON | None
     pages: int
     reported_count: int | None
     digest: str
+    items: tuple[Item, ...] = ()
+    audited: frozenset[str] = frozenset((SCRIPTS, SETTINGS))
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     def snapshot(self, target: str) -> Snapshot:
         items = [Item(SCRIPTS, key, body) for key, body in self.scripts.items()]
-        items.append(Item(SETTINGS, SETTINGS_KEY, self.settings))
+        if self.settings is not None:
+            items.append(Item(SETTINGS, SETTINGS_KEY, self.settings))
+        items.extend(self.items)
         return Snapshot.of(target, items)
 
 
-async def fetch(client: XapiClient) -> Fetched:
-    """The listing, proved complete, and the settings."""
-    listing = await client.list_failover_scripts()
-    settings = await client.fetch_failover_settings()
-    # The listing's keys are unique strings: the client proved it.
-    scripts = {str(body[SCRIPT_KEY_FIELD]): body for body in listing.items}
-    answers = f"{SNAPSHOT_SCHEME}:{listing.digest}:{settings.digest}"
+# The bodies recorded now for some keys of a collection (for reading extras only once).
+StoredBodies = Callable[[str, list[str]], Awaitable[dict[str, Mapping[str, Any]]]]
+_REFUSED = (403, 404)
+
+
+async def fetch(
+    client: XapiClient,
+    collections: Sequence[str] = (SCRIPTS, SETTINGS),
+    *,
+    stored: StoredBodies | None = None,
+    digest_key: bytes | None = None,
+) -> Fetched:
+    """The chosen collections: each paged one proved complete, each single one read; a
+    collection the PBX refuses (403/404) is noted as unavailable, unless every one is."""
+    scripts: dict[str, JSON] = {}
+    settings: JSON | None = None
+    items: list[Item] = []
+    answers = [SNAPSHOT_SCHEME]
+    extra_answers: list[str] = []
+    pages, reported = 0, None
+    unavailable: dict[str, str] = {}
+    first_refusal: SourceError | None = None
+    for name in collections:
+        entry = collection(name)
+        try:
+            if name == SCRIPTS:
+                listing = await client.list_failover_scripts()
+                # The listing's keys are unique strings: the client proved it.
+                scripts = {str(body[SCRIPT_KEY_FIELD]): body for body in listing.items}
+                pages, reported = listing.pages, listing.reported_count
+                answers.append(listing.digest)
+            elif name == SETTINGS:
+                answer = await client.fetch_failover_settings()
+                settings = answer.value
+                answers.append(answer.digest)
+            elif entry.key is not None:
+                listing = await client.list_collection(entry)
+                extra_answers.append(f"{name}={listing.digest}")
+                got, digests = await _paged_items(client, entry, listing.items, stored, digest_key)
+                items.extend(got)
+                extra_answers.extend(digests)
+            else:
+                answer = await client.fetch_object(entry)
+                body = storable(entry, answer.value, digest_key)
+                items.append(Item(name, entry.single_key, body))
+                extra_answers.append(f"{name}={answer.digest}")
+        except SourceError as exc:
+            if exc.status not in _REFUSED or isinstance(exc, IncompleteListingError):
+                raise
+            first_refusal = first_refusal or exc
+            unavailable[name] = exc.detail
+            log.warning("audit.collection_unavailable", collection=name, reason=exc.detail)
+    if first_refusal is not None and len(unavailable) == len(collections):
+        raise first_refusal
+    if extra_answers or unavailable:
+        # Only when a collection beyond the failover two is chosen, so that a target
+        # auditing just those keeps the digest it had.
+        extra_answers.append("key=" + _key_id(digest_key))
+        extra_answers.append("unavailable=" + ",".join(sorted(unavailable)))
+    text = ":".join(answers + extra_answers)
     return Fetched(
         scripts=scripts,
-        settings=settings.value,
-        pages=listing.pages,
-        reported_count=listing.reported_count,
-        digest=hashlib.sha256(answers.encode()).hexdigest(),
+        settings=settings,
+        pages=pages,
+        reported_count=reported,
+        digest=hashlib.sha256(text.encode()).hexdigest(),
+        items=tuple(items),
+        audited=frozenset(n for n in collections if n not in unavailable),
+        unavailable=unavailable,
     )
+
+
+async def _paged_items(
+    client: XapiClient,
+    entry: Collection,
+    bodies: Sequence[JSON],
+    stored: StoredBodies | None,
+    digest_key: bytes | None,
+) -> tuple[list[Item], list[str]]:
+    """The items of a paged collection other than the scripts, with their extras: read from
+    the PBX for an item not recorded yet (or recorded without them), else taken from the
+    record. Returns the items and the digests of their extras."""
+    key_field = entry.key
+    assert key_field is not None
+    keys = [str(body[key_field]) for body in bodies]
+    known: dict[str, Mapping[str, Any]] = {}
+    if entry.extras_path is not None and stored is not None and keys:
+        known = await stored(entry.name, keys)
+    items: list[Item] = []
+    digests: list[str] = []
+    for key, body in zip(keys, bodies, strict=True):
+        value = storable(entry, body, digest_key)
+        if entry.extras_path is not None:
+            extras = known.get(key, {}).get(EXTRAS_FIELD)
+            if not isinstance(extras, Mapping):
+                try:
+                    answer = await client.fetch_object(entry, key)
+                except SourceError as exc:
+                    if exc.status == 404:
+                        # Gone between the listing and now: the listing is not what the
+                        # PBX holds any more.
+                        raise IncompleteListingError(
+                            f"{entry.name}: {key!r} vanished while it was read",
+                            target=exc.target,
+                        ) from None
+                    raise
+                extras = storable(entry, answer.value, digest_key)
+            # The extras as kept, whether read now or recorded when the item was new: the
+            # digest is the same on every run while nothing changes.
+            digests.append(f"{key}={content_hash(extras)}")
+            value[EXTRAS_FIELD] = dict(extras)
+        items.append(Item(entry.name, key, value))
+    return items, digests
+
+
+def _key_id(digest_key: bytes | None) -> str:
+    """Which digest key the concealed values were digested with (not the key)."""
+    if digest_key is None:
+        return "none"
+    return hmac.new(digest_key, b"3cx-auditor digest key id", hashlib.sha256).hexdigest()[:16]
+
+
+def alerting_collections(target: TargetSettings) -> frozenset[str]:
+    """The collections whose changes raise change alerts for ``target`` (the history records
+    every collection's changes either way)."""
+    if target.alert_on_change is not None:
+        return frozenset(target.alert_on_change)
+    return frozenset(name for name, entry in BY_NAME.items() if entry.alerts)
 
 
 @functools.cache
@@ -138,8 +267,12 @@ async def audit_target(
     router: Router | None = None,
     on_alert: AlertCallback | None = None,
     clock: Callable[[], datetime] = utcnow,
+    digest_key: bytes | None = None,
 ) -> AuditResult:
     """Audit ``target`` once and record the run; never raises SourceError (it is recorded).
+
+    ``digest_key``: the key of the digests kept of concealed values (``[audit]
+    secret_digest_key``); without it only whether they are set is recorded.
 
     ``start``: the run, when it was already recorded as running (:meth:`RecordStore.start_runs`);
     otherwise it is recorded now. Each alert event is enqueued for the sinks named in
@@ -154,8 +287,17 @@ async def audit_target(
     bound = bound.bind(run_id=run_id)
 
     baseline = previous_run is None
+
+    async def stored(name: str, keys: list[str]) -> dict[str, Mapping[str, Any]]:
+        if baseline:
+            return {}
+        found = await record.current_items(target_id, [(name, key) for key in keys])
+        return {item.key: item.body for item in found}
+
     try:
-        fetched, status, error = await _fetch_or_why(client, target, deadline)
+        fetched, status, error = await _fetch_or_why(
+            client, target, deadline, stored=stored, digest_key=digest_key
+        )
         finished = clock()
         observed = await _observe(target, record, start, policy, fetched, status, error, finished)
         events, states = evaluate(observed.observation, start.alerts, policy)
@@ -224,6 +366,7 @@ async def audit_target(
         suppressed=suppressed,
         error=error,
         alerts=tuple(alerts),
+        unavailable=dict(fetched.unavailable) if fetched else {},
     )
 
 
@@ -266,6 +409,7 @@ async def audit_many(
                     router=router,
                     deadline=settings.audit.timeout,
                     on_alert=on_alert,
+                    digest_key=settings.audit.digest_key(),
                 )
         except asyncio.CancelledError:
             # Once begun, audit_target records a cancelled run itself.
@@ -297,12 +441,18 @@ async def audit_many(
 
 
 async def _fetch_or_why(
-    client: XapiClient, target: TargetSettings, deadline: timedelta | None
+    client: XapiClient,
+    target: TargetSettings,
+    deadline: timedelta | None,
+    *,
+    stored: StoredBodies | None = None,
+    digest_key: bytes | None = None,
 ) -> tuple[Fetched | None, RunStatus, str | None]:
     """What the PBX said, or the status and error of a run that could not hear it all."""
     try:
         async with asyncio.timeout(deadline.total_seconds() if deadline else None):
-            return await fetch(client), "ok", None
+            fetched = await fetch(client, target.collections, stored=stored, digest_key=digest_key)
+            return fetched, "ok", None
     except IncompleteListingError as exc:
         return None, "incomplete", str(exc)
     except SourceError as exc:
@@ -338,6 +488,7 @@ async def _observe(
     """What the run saw: its changes against the record, and the observation for the alerts."""
     baseline = start.previous_run_id is None
     target_id = start.target_id
+    fresh: set[str] = set()
     if fetched is not None:
         if start.digest is not None and fetched.digest == start.digest:
             # Byte for byte what the PBX said when the record was last made to match it:
@@ -348,23 +499,39 @@ async def _observe(
             if baseline:
                 changes, suppressed = _baseline_changes(current), 0
             else:
-                hashes = await record.current_hashes(target_id)
-                previous = await _previous_snapshot(record, target_id, hashes, current)
+                # Only what was read this run is compared: a collection not chosen, or
+                # refused by the PBX, is never taken as emptied.
+                hashes = {
+                    k: h
+                    for k, h in (await record.current_hashes(target_id)).items()
+                    if k[0] in fetched.audited
+                }
+                recorded = {coll for coll, _ in hashes}
+                previous = await _previous_snapshot(
+                    record, target_id, hashes, current, fetched.audited
+                )
                 result = diff(previous, current, ignore_fields=target.ignore_fields)
                 changes, suppressed = list(result.changes), result.suppressed
+                # A collection recorded for the first time is its own baseline: its items
+                # enter the history as 'added' without alerting.
+                fresh = {c for c in fetched.audited if c not in recorded} - {SCRIPTS, SETTINGS}
         # Once this run is recorded the record holds exactly what the PBX said, unless a
         # change was ignored (ignore_fields): then the digest cannot vouch for it.
         digest = fetched.digest if suppressed == 0 else None
+        alerting = alerting_collections(target)
+        both = {SCRIPTS, SETTINGS} <= fetched.audited
         observation = Observation(
             target=target.name,
             status="ok",
             at=finished,
             baseline=baseline,
-            changes=changes,
+            changes=[c for c in changes if c.collection in alerting and c.collection not in fresh],
             unhealthy=unhealthy(fetched.scripts, target.state.field, target.state.healthy),
-            missing=missing_scripts(fetched.settings, fetched.scripts),
+            missing=missing_scripts(fetched.settings or {}, fetched.scripts) if both else (),
             listed=fetched.scripts.keys(),
             state_field=target.state.field,
+            unavailable=fetched.unavailable,
+            failover_read=both,
         )
         items = len(fetched.scripts)
     else:
@@ -416,15 +583,21 @@ async def _record_failed(
 
 
 async def _previous_snapshot(
-    record: RecordStore, target_id: int, hashes: Mapping[tuple[str, str], str], current: Snapshot
+    record: RecordStore,
+    target_id: int,
+    hashes: Mapping[tuple[str, str], str],
+    current: Snapshot,
+    audited: frozenset[str],
 ) -> Snapshot:
-    """The last complete run's snapshot, reading from the database only the bodies whose
-    hash differs from what the PBX sent now (an unchanged item is the same either way)."""
+    """The last complete run's snapshot of the ``audited`` collections, reading from the
+    database only the bodies whose hash differs from what the PBX sent now (an unchanged
+    item is the same either way)."""
     stale = [k for k, h in hashes.items() if k not in current.items or current.items[k].hash != h]
     loaded = {(i.collection, i.key): i for i in await record.current_items(target_id, stale)}
     if len(loaded) != len(stale):
         # The record moved between the two reads: take it whole.
-        return (await record.current_snapshot(target_id))[1]
+        whole = (await record.current_snapshot(target_id))[1]
+        return Snapshot(whole.target, {k: i for k, i in whole.items.items() if k[0] in audited})
     return Snapshot(current.target, {k: loaded.get(k) or current.items[k] for k in hashes})
 
 

@@ -39,6 +39,13 @@ ALERT_KINDS: tuple[str, ...] = (
     "target.disconnected",
     "target.reconnected",
     "audit.failed",
+    "backup.added",
+    "backup.removed",
+    "backup.changed",
+    "backup_settings.changed",
+    "backup_repository.changed",
+    "collection.unavailable",
+    "collection.available",
 )
 
 

@@ -45,6 +45,8 @@ url = "{base}/{name}"
 client_id = "auditor"
 client_secret_env = "{SECRET_ENV}"
 retries = 0
+# The failover history only: these tests count its records.
+collections = ["failover_scripts", "failover_settings"]
 request_timeout = "10s"
 """
         for name in ("pbx-a", "pbx-b")

@@ -592,7 +592,7 @@ async def test_history_filters(story: Story) -> None:
     ]
     wrong = await cli("history", "--collection", "script")
     assert wrong.code == 2
-    assert "must be scripts or settings (got 'script')" in wrong.stderr
+    assert "must be scripts, settings or one of failover_scripts" in wrong.stderr
 
 
 def _newest_per_fingerprint(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -56,6 +56,8 @@ url = "{base}/{pbx}"
 client_id = "auditor"
 client_secret_env = "{SECRET_ENV}"
 retries = 0
+# The failover history only: these tests count its records.
+collections = ["failover_scripts", "failover_settings"]
 request_timeout = "10s"
 """
         for name, pbx in targets.items()

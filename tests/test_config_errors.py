@@ -274,3 +274,25 @@ def test_a_password_in_a_pbx_url_is_never_shown(tmp_path: Path, url: str) -> Non
     assert problems_of(path) == [
         "config: targets[0].url: must not contain credentials; use client_id and client_secret"
     ]
+
+
+def test_collections_are_checked_and_the_digest_key_is_never_shown(tmp_path: Path) -> None:
+    unknown = write(tmp_path, TARGET + 'collections = ["backups", "backup_sets"]\n')
+    result = cli(unknown, "check-config", "--no-secrets")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "collections" in line]
+    assert len(lines) == 1, result.stderr
+    assert "'backup_sets'" in lines[0]
+    assert "failover_scripts" in lines[0]  # the known names
+
+    chosen = write(tmp_path, TARGET + 'collections = ["backups", "failover_scripts"]\n')
+    settings = load_settings(chosen).settings
+    assert settings.targets[0].collections == ("backups", "failover_scripts")
+    default = write(tmp_path, TARGET)
+    assert "backup_repository" in load_settings(default).settings.targets[0].collections
+
+    both = '[audit]\nsecret_digest_key = "k7k7k7"\nsecret_digest_key_env = "K"\n'
+    two = write(tmp_path, both + TARGET)
+    problems = problems_of(two)
+    assert any("secret_digest_key" in p for p in problems)
+    assert not any("k7k7k7" in p for p in problems), problems

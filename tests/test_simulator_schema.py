@@ -18,14 +18,25 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from auditor.simulator import (
+    BACKUP_REPOSITORY_PATH,
+    BACKUP_SETTINGS_PATH,
+    BACKUPS_PATH,
     SCRIPTS_PATH,
     SETTINGS_FIELDS,
     SETTINGS_PATH,
     TOKEN_PATH,
     Pbx,
     Simulator,
+    backup_extras_path,
     serve,
 )
+from auditor.simulator.backups import (
+    CONTENTS_FIELDS,
+    FILE_SYSTEM_TYPES,
+    LOCATION_FIELDS,
+    SCHEDULE_FIELDS,
+)
+from auditor.simulator.backups import SETTINGS_FIELDS as BACKUP_SETTINGS_FIELDS
 from auditor.simulator.data import CONDITIONS, MODES
 
 SWAGGER = Path(__file__).resolve().parents[1].parent / "shared" / "3cx-xapi" / "swagger.yaml"
@@ -214,3 +225,56 @@ async def test_error_bodies_validate(spec: dict[str, Any], client: Client, sim: 
     for _, body in answers:
         validate(schema, body)
     assert not is_valid(schema, {"error": {"code": ""}})
+
+
+def test_backup_fields_match_the_spec(spec: dict[str, Any]) -> None:
+    assert sorted(component(spec, "Pbx.BackupSettings")["properties"]) == sorted(
+        BACKUP_SETTINGS_FIELDS
+    )
+    assert sorted(component(spec, "Pbx.BackupContents")["properties"]) == sorted(CONTENTS_FIELDS)
+    assert sorted(component(spec, "Pbx.BackupSchedule")["properties"]) == sorted(SCHEDULE_FIELDS)
+    location = component(spec, "Pbx.LocationSettings")
+    assert sorted(location["properties"]) == sorted(LOCATION_FIELDS)
+    kinds = location["properties"]["FileSystemType"]["allOf"][0]["enum"]
+    assert tuple(kinds) == FILE_SYSTEM_TYPES
+    names = {resolve(spec, p)["name"] for p in operation(spec, BACKUPS_PATH)["parameters"]}
+    assert {"$top", "$skip", "$count"} <= names
+
+
+async def test_backup_responses_validate(
+    spec: dict[str, Any], client: Client, sim: Simulator
+) -> None:
+    schema = success_schema(spec, BACKUPS_PATH)
+    status, body = await client.get("plain", BACKUPS_PATH, {"$top": "3", "$count": "true"})
+    assert status == 200
+    assert len(body["value"]) == 3
+    assert body["@odata.count"] == 5
+    validate(schema, body)
+    assert all(
+        set(item) == set(component(spec, "Pbx.Backups")["properties"]) for item in body["value"]
+    )
+    assert not is_valid(schema, {**body, "value": [{"FileName": 1}]})
+
+    extras_schema = component(spec, "Pbx.BackupExtras")
+    extras_path = backup_extras_path(body["value"][0]["FileName"])
+    assert spec["paths"]["/Backups({FileName})/Pbx.GetBackupExtras()"]
+    status, extras = await client.get("plain", extras_path)
+    assert status == 200
+    validate(extras_schema, extras)
+    assert set(extras) - {"@odata.context"} == set(extras_schema["properties"])
+
+    for path in (BACKUP_SETTINGS_PATH, BACKUP_REPOSITORY_PATH):
+        schema = success_schema(spec, path)
+        for conceal in (False, True):
+            sim["plain"].backups.conceal = conceal
+            status, body = await client.get("plain", path)
+            assert status == 200
+            validate(schema, body)
+            assert set(body) - {"@odata.context"} == set(schema["properties"])
+        assert not is_valid(schema, [body])
+    sim["plain"].backups.update_location({"FileSystemType": "Local"})
+    status, body = await client.get("plain", BACKUP_REPOSITORY_PATH)
+    validate(success_schema(spec, BACKUP_REPOSITORY_PATH), body)
+    assert not is_valid(
+        success_schema(spec, BACKUP_REPOSITORY_PATH), {"Location": {"FileSystemType": "Disk"}}
+    )

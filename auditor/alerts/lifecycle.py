@@ -50,20 +50,37 @@ CHANGE_KINDS: dict[tuple[str, str], tuple[str, Severity]] = {
     (SETTINGS, "added"): ("settings.changed", "warning"),
     (SETTINGS, "removed"): ("settings.changed", "warning"),
     (SETTINGS, "changed"): ("settings.changed", "warning"),
+    ("backups", "added"): ("backup.added", "info"),
+    ("backups", "removed"): ("backup.removed", "info"),
+    ("backups", "changed"): ("backup.changed", "warning"),
+    ("backup_settings", "added"): ("backup_settings.changed", "warning"),
+    ("backup_settings", "removed"): ("backup_settings.changed", "warning"),
+    ("backup_settings", "changed"): ("backup_settings.changed", "warning"),
+    ("backup_repository", "added"): ("backup_repository.changed", "warning"),
+    ("backup_repository", "removed"): ("backup_repository.changed", "warning"),
+    ("backup_repository", "changed"): ("backup_repository.changed", "warning"),
+}
+_CHANGE_WHAT = {
+    "backups": "backup",
+    "backup_settings": "backup settings",
+    "backup_repository": "backup repository",
 }
 STATE_SEVERITY: dict[str, Severity] = {
     "script.disconnected": "warning",
     "settings.script_missing": "critical",
     "target.disconnected": "critical",
     "audit.failed": "warning",
+    "collection.unavailable": "warning",
 }
 RESOLVED_KIND = {
     "script.disconnected": "script.reconnected",
     "target.disconnected": "target.reconnected",
+    "collection.unavailable": "collection.available",
 }
 # A resolution's kind -> the kind of the condition it ends (kinds without one end themselves).
 FIRING_KIND = {resolved: firing for firing, resolved in RESOLVED_KIND.items()}
 SCRIPT_CONDITIONS = ("script.disconnected", "settings.script_missing")
+COLLECTION_CONDITIONS = ("collection.unavailable",)
 TARGET_CONDITIONS = ("target.disconnected", "audit.failed")
 _SHOWN_FIELDS = 3
 
@@ -88,6 +105,11 @@ class Observation:
     listed: Collection[str] = frozenset()
     failures_in_row: int = 0
     state_field: str = "State"
+    # Collections the PBX refused this run (403/404): name -> why.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    # Whether the failover scripts and settings were both read: the script conditions are
+    # judged (fired or resolved) only then.
+    failover_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +151,15 @@ def _change_message(target: str, kind: str, change: Change) -> str:
         return f"failover script {_q(change.key)} changed on {target}: " + _field_summary(
             change.fields
         )
+    what = _CHANGE_WHAT.get(change.collection)
+    if what == "backup":
+        done = {"added": "added on", "removed": "removed from", "changed": "changed on"}
+        message = f"backup '{change.key}' {done[change.kind]} {target}"
+        return message + (": " + _field_summary(change.fields) if change.fields else "")
+    if what is not None:
+        if change.kind == "changed":
+            return f"{what} changed on {target}: " + _field_summary(change.fields)
+        return f"{what} {'appeared' if change.kind == 'added' else 'vanished'} on {target}"
     if change.kind == "changed":
         return f"failover settings changed on {target}: " + _field_summary(change.fields)
     return f"failover settings {'appeared' if change.kind == 'added' else 'vanished'} on {target}"
@@ -169,15 +200,19 @@ def _conditions(obs: Observation, policy: Policy) -> tuple[list[_Condition], tup
     target = obs.target
     now: list[_Condition] = []
     if obs.status == "ok":
-        for key, value in sorted(obs.unhealthy.items()):
+        judged = (SCRIPT_CONDITIONS if obs.failover_read else ()) + COLLECTION_CONDITIONS
+        for key, value in sorted(obs.unhealthy.items() if obs.failover_read else ()):
             message = f"failover script {_q(key)} is {visible(value)} on {target}"
             now.append(_Condition("script.disconnected", SCRIPTS, key, message))
-        for name, filename in obs.missing:
+        for name, filename in obs.missing if obs.failover_read else ():
             message = (
                 f"{name} names {_q(filename)}, which is not among the failover scripts of {target}"
             )
             now.append(_Condition("settings.script_missing", SETTINGS, name, message))
-        return now, SCRIPT_CONDITIONS + TARGET_CONDITIONS
+        for name, why in sorted(obs.unavailable.items()):
+            message = f"{name} is unavailable on {target}: {visible(why)}"
+            now.append(_Condition("collection.unavailable", name, None, message))
+        return now, judged + TARGET_CONDITIONS
     error = visible(obs.error or obs.status)
     now.append(_Condition("audit.failed", None, None, f"audit of {target} failed: {error}"))
     if obs.failures_in_row >= policy.disconnected_after:
@@ -198,6 +233,8 @@ def _resolution_message(state: AlertState, obs: Observation) -> str:
         return f"{target} can be audited again"
     if state.kind == "audit.failed":
         return f"audit of {target} succeeds again"
+    if state.kind == "collection.unavailable":
+        return f"{state.collection} is available again on {target}"
     return f"{state.kind} resolved on {target}"
 
 

@@ -26,6 +26,7 @@ from auditor.cli.common import (
     read,
     terminal,
 )
+from auditor.collections import NAMES
 from auditor.errors import QueryError
 from auditor.model import (
     ALERT_KINDS,
@@ -53,7 +54,7 @@ WHEN_HELP = (
     "like 90m, 12h or 7d"
 )
 # A collection by its short name, as a user says it, or by its recorded name.
-COLLECTIONS = {"scripts": SCRIPTS, "settings": SETTINGS, SCRIPTS: SCRIPTS, SETTINGS: SETTINGS}
+COLLECTIONS = {"scripts": SCRIPTS, "settings": SETTINGS, **{name: name for name in NAMES}}
 
 
 def parse_when(text: str) -> datetime:
@@ -408,7 +409,9 @@ def _lines(what: str, columns: str) -> str:
 
 def _collection(text: str) -> str:
     if text not in COLLECTIONS:
-        raise argparse.ArgumentTypeError(f"must be scripts or settings (got {text!r})")
+        raise argparse.ArgumentTypeError(
+            f"must be scripts, settings or one of {', '.join(NAMES)} (got {text!r})"
+        )
     return text
 
 

@@ -132,4 +132,7 @@ def referenced_names(data: Mapping[str, Any]) -> set[str]:
     for hook in hooks or ():
         if isinstance(hook, Mapping) and isinstance(hook.get("secret_env"), str):
             names.add(hook["secret_env"])
+    audit = data.get("audit")
+    if isinstance(audit, Mapping) and isinstance(audit.get("secret_digest_key_env"), str):
+        names.add(audit["secret_digest_key_env"])
     return names

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 from auditor.config.settings import Settings
 
 # The last level of a key whose value may be a secret, wherever it appears.
-SECRET_KEYS = frozenset({"client_secret", "token", "secret", "urls", "password"})
+SECRET_KEYS = frozenset(
+    {"client_secret", "token", "secret", "urls", "password", "secret_digest_key"}
+)
 # A URL is secret outside [[targets]]: a database URL holds a password, a sink URL a token.
 _URL_SECRET_SECTIONS = frozenset({"database", "alerts"})
 

@@ -91,7 +91,35 @@ def resolve_target_secrets(settings: Settings) -> tuple[Settings, list[str]]:
         if value:
             target = target.model_copy(update={"client_secret": SecretStr(value)})
         targets.append(target)
-    return settings.model_copy(update={"targets": tuple(targets)}), problems
+    settings = settings.model_copy(update={"targets": tuple(targets)})
+    audit, digest_problems = _resolve_digest_key(settings)
+    return settings.model_copy(update={"audit": audit}), problems + digest_problems
+
+
+def _resolve_digest_key(settings: Settings) -> tuple[Any, list[str]]:
+    """``[audit] secret_digest_key_env`` / ``_file`` read into ``secret_digest_key``."""
+    audit = settings.audit
+    value: str | None = None
+    if audit.secret_digest_key_env is not None:
+        value = os.environ.get(audit.secret_digest_key_env)
+        if not value:
+            return audit, [
+                f"config: audit.secret_digest_key_env: environment variable "
+                f"{audit.secret_digest_key_env} is not set or empty"
+            ]
+    elif audit.secret_digest_key_file is not None:
+        key = "audit.secret_digest_key_file"
+        try:
+            value = read_secret_file(audit.secret_digest_key_file)
+        except OSError as exc:
+            return audit, [_unreadable(key, audit.secret_digest_key_file, exc)]
+        if not value:
+            return audit, [f"config: {key}: {audit.secret_digest_key_file} is empty"]
+    elif audit.secret_digest_key is not None and not audit.secret_digest_key.get_secret_value():
+        return audit, ["config: audit.secret_digest_key: is empty"]
+    if value:
+        audit = audit.model_copy(update={"secret_digest_key": SecretStr(value)})
+    return audit, []
 
 
 def resolve_webhook_secrets(settings: Settings) -> tuple[Settings, list[str]]:

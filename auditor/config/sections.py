@@ -8,6 +8,7 @@ may open); ``http.token`` is held as a :class:`pydantic.SecretStr` and never sho
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -128,6 +129,24 @@ class AuditSettings(Section):
     timeout: PositiveDuration = timedelta(minutes=10)
     # On SIGTERM, how long audits in flight may take to finish before they are cancelled.
     shutdown_grace: Duration = timedelta(seconds=30)
+    # The HMAC key of concealed values (repository passwords): one of the three, or none.
+    secret_digest_key: SecretStr | None = None
+    secret_digest_key_env: str | None = None
+    secret_digest_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_digest_key(self) -> AuditSettings:
+        keys = ("secret_digest_key", "secret_digest_key_env", "secret_digest_key_file")
+        given = [key for key in keys if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of {', '.join(keys)} (got {', '.join(given)})")
+        return self
+
+    def digest_key(self) -> bytes | None:
+        """The key of concealed values' digests (resolved from env or file), if one is set."""
+        if self.secret_digest_key is None:
+            return None
+        return self.secret_digest_key.get_secret_value().encode()
 
 
 class HttpSettings(Section):

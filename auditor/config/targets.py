@@ -11,10 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
+from auditor.collections import NAMES, unknown_names
 from auditor.config.values import PositiveDuration, Section, between, normalise_url
 from auditor.errors import ConfigError
+from auditor.model import SCRIPTS, SETTINGS
+
+DEFAULT_COLLECTIONS: tuple[str, ...] = (SCRIPTS, SETTINGS)
 
 
 class StateRule(Section):
@@ -42,6 +46,34 @@ class TargetSettings(Section):
     max_relist: Annotated[int, between(0, 20)] = 3
     ignore_fields: tuple[str, ...] = ()
     state: StateRule = StateRule()
+    # Which collections of auditor.collections are audited. The backup collections are opt-in
+    # until their policies and their cost in the fleet bench are in place.
+    collections: tuple[str, ...] = DEFAULT_COLLECTIONS
+    # Whose changes raise change alerts (None: failover scripts and every settings, not the
+    # backup list, whose rotation changes it daily); the history records all of them.
+    alert_on_change: tuple[str, ...] | None = None
+
+    @field_validator("alert_on_change")
+    @classmethod
+    def _known_alerting(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = unknown_names(value)
+        if unknown:
+            raise ValueError(
+                f"unknown collection {', '.join(map(repr, unknown))}; known: {', '.join(NAMES)}"
+            )
+        return value
+
+    @field_validator("collections")
+    @classmethod
+    def _known_collections(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = unknown_names(value)
+        if unknown:
+            raise ValueError(
+                f"unknown collection {', '.join(map(repr, unknown))}; known: {', '.join(NAMES)}"
+            )
+        if not value:
+            raise ValueError(f"choose at least one of {', '.join(NAMES)}")
+        return tuple(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _one_secret(self) -> TargetSettings:

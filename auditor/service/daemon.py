@@ -366,6 +366,7 @@ class Service:
                     router=self._delivery.router,
                     on_alert=self._on_alert,
                     clock=self._ctx.clock.now,
+                    digest_key=self._settings.audit.digest_key(),
                 )
                 self.metrics.observe_run(result, time.monotonic() - started)
             except StoreError as exc:

@@ -18,7 +18,10 @@ token per client id, minting one revokes the previous; wrong credentials -> 400
 ``invalid_client``), ``GET /xapi/v1/Backups/Pbx.GetFailoverScripts()`` (``$top`` <= 100,
 else 400 with 3CX's message; no ``$top`` -> ``page_default`` items; ``$skip``, ``$count``,
 ``$filter``, ``$search``, ``$orderby`` on Filename/State; sorted by Filename) and
-``GET /xapi/v1/Backups/Pbx.GetBackupFailoverSettings()``. XAPI routes need
+``GET /xapi/v1/Backups/Pbx.GetBackupFailoverSettings()``; the backups (``GET /xapi/v1/Backups``
+paged like the scripts, ``Backups('{FileName}')/Pbx.GetBackupExtras()``,
+``Backups/Pbx.GetBackupSettings()``, ``Backups/Pbx.GetBackupRepositorySettings()``: see
+:mod:`~auditor.simulator.backups`). XAPI routes need
 ``Authorization: Bearer <live token>`` (else 401); errors have the OData shape
 ``{"error": {"code": "", "message": ...}}``; unknown routes are 404.
 
@@ -33,7 +36,8 @@ for changing a simulator from another process) in :mod:`auditor.simulator.contro
 
 The package, one job per module: ``data`` (generated names and settings, their checks),
 ``query`` (OData query options of the listing), ``faults`` (fault rules), ``stats``
-(request counters), ``scripts`` (the failover-script listing of one PBX), ``tokens`` (its
+(request counters), ``scripts`` (the failover-script listing of one PBX), ``backups`` (its
+backups, backup settings and repository), ``tokens`` (its
 clients and tokens), ``pbx`` (a PBX put together from those, and the simulator of many),
 ``control`` (the ``/_sim`` API), ``app`` (the HTTP handlers), ``runner`` (serving).
 A new collection of a PBX is a new module beside ``scripts``. The simulator never imports
@@ -41,11 +45,15 @@ the auditor's client, store or service: it stands for the PBX, not for the audit
 """
 
 from auditor.simulator.app import (
+    BACKUP_REPOSITORY_PATH,
+    BACKUP_SETTINGS_PATH,
+    BACKUPS_PATH,
     ODATA_CONTENT_TYPE,
     SCRIPTS_PATH,
     SETTINGS_PATH,
     SIMULATOR_KEY,
     TOKEN_PATH,
+    backup_extras_path,
     make_app,
 )
 from auditor.simulator.data import (
@@ -62,6 +70,9 @@ from auditor.simulator.stats import RequestRecord, Stats
 
 __all__ = [
     "ACTIONS",
+    "BACKUPS_PATH",
+    "BACKUP_REPOSITORY_PATH",
+    "BACKUP_SETTINGS_PATH",
     "ENDPOINTS",
     "ODATA_CONTENT_TYPE",
     "SCRIPTS_PATH",
@@ -78,6 +89,7 @@ __all__ = [
     "RequestRecord",
     "Simulator",
     "Stats",
+    "backup_extras_path",
     "generate_filenames",
     "generate_settings",
     "make_app",

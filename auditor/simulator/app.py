@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from http import HTTPStatus
@@ -24,6 +25,8 @@ from auditor.simulator.faults import PASS_THROUGH, Endpoint, Fault
 from auditor.simulator.pbx import Pbx, Simulator
 from auditor.simulator.query import (
     ODataQueryError,
+    compile_filter,
+    compile_search,
     lenient_skip,
     parse_listing_query,
     top_limit_message,
@@ -33,11 +36,33 @@ from auditor.simulator.stats import RequestRecord
 TOKEN_PATH = "/connect/token"  # noqa: S105 - a URL path, not a password
 SCRIPTS_PATH = "/xapi/v1/Backups/Pbx.GetFailoverScripts()"
 SETTINGS_PATH = "/xapi/v1/Backups/Pbx.GetBackupFailoverSettings()"
+BACKUPS_PATH = "/xapi/v1/Backups"
+BACKUP_SETTINGS_PATH = "/xapi/v1/Backups/Pbx.GetBackupSettings()"
+BACKUP_REPOSITORY_PATH = "/xapi/v1/Backups/Pbx.GetBackupRepositorySettings()"
+_EXTRAS = re.compile(r"/xapi/v1/Backups\((?P<key>.+)\)/Pbx\.GetBackupExtras\(\)")
 _ENDPOINTS: dict[str, Endpoint] = {
     TOKEN_PATH: "token",
     SCRIPTS_PATH: "scripts",
     SETTINGS_PATH: "settings",
+    BACKUPS_PATH: "backups",
+    BACKUP_SETTINGS_PATH: "backup_settings",
+    BACKUP_REPOSITORY_PATH: "backup_repository",
 }
+
+
+def backup_extras_path(filename: str) -> str:
+    """The path of ``GetBackupExtras`` for one backup (the key as an OData string literal)."""
+    return "/xapi/v1/Backups('" + filename.replace("'", "''") + "')/Pbx.GetBackupExtras()"
+
+
+def _endpoint(sub: str) -> Endpoint:
+    known = _ENDPOINTS.get(sub)
+    if known is not None:
+        return known
+    if _EXTRAS.fullmatch(sub):
+        return "backup_extras"
+    return "xapi" if sub.startswith("/xapi/") else "other"
+
 
 ODATA_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
 _ODATA_HEADERS = {"Content-Type": ODATA_CONTENT_TYPE, "OData-Version": "4.0"}
@@ -101,7 +126,7 @@ async def serve_pbx(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web
 
 
 async def _answer(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web.StreamResponse:
-    endpoint = _ENDPOINTS.get(sub) or ("xapi" if sub.startswith("/xapi/") else "other")
+    endpoint = _endpoint(sub)
     query = request.query
     stats = pbx.stats
     if endpoint == "token":
@@ -138,7 +163,7 @@ async def _answer(request: web.Request, pbx: Pbx, sub: str, mount: str) -> web.S
             elif fault.action == "ignore_skip":
                 ignore_skip = fault.mode or "count"
             else:
-                pbx.shift(skip, fault.count)
+                pbx.shift(skip, fault.count, endpoint)
         label = "+".join(applied) or None
 
     if decisive is not None:
@@ -191,7 +216,72 @@ def _xapi(
     service = f"{request.scheme}://{request.host}{mount}/xapi/v1/$metadata#"
     if endpoint == "settings":
         return _settings(pbx, service, wrong)
-    return _listing(request, pbx, service, wrong, ignore_skip)
+    if endpoint == "scripts":
+        return _listing(request, pbx, service, wrong, ignore_skip)
+    if endpoint == "backups":
+        link_base = f"{request.scheme}://{request.host}{mount}"
+        return _backups(request, pbx, service, link_base, wrong, ignore_skip)
+    if endpoint == "backup_extras":
+        return _extras(pbx, sub, service, wrong)
+    if endpoint == "backup_settings":
+        body = {"@odata.context": service + "Pbx.BackupSettings", **pbx.backups.settings}
+    else:
+        body = {"@odata.context": service + "Pbx.BackupRepositorySettings"}
+        body.update(pbx.backups.repository())
+    return _single(body, wrong)
+
+
+def _single(body: dict[str, Any], wrong: str | None) -> web.Response:
+    data: Any = [body] if wrong is not None else body
+    return web.Response(body=json.dumps(data).encode(), headers=_ODATA_HEADERS)
+
+
+def _extras(pbx: Pbx, sub: str, service: str, wrong: str | None) -> web.Response:
+    match = _EXTRAS.fullmatch(sub)
+    key = match["key"] if match else ""
+    if len(key) >= 2 and key[0] == key[-1] == "'":
+        key = key[1:-1].replace("''", "'")
+    pbx.backups.catch_up()
+    try:
+        extras = pbx.backups.extras(key)
+    except KeyError:
+        return odata_error(404, f"The backup '{key}' was not found.")
+    return _single({"@odata.context": service + "Pbx.BackupExtras", **extras}, wrong)
+
+
+def _backups(
+    request: web.Request,
+    pbx: Pbx,
+    service: str,
+    link_base: str,
+    wrong: str | None,
+    ignore_skip: str | None,
+) -> web.Response:
+    try:
+        query = parse_listing_query(request.query)
+        if ignore_skip is not None:
+            query = replace(query, skip=0, count=query.count and ignore_skip != "no_count")
+        if query.top is not None:
+            pbx.stats.note_top(query.top)
+            if query.top > pbx.max_top:
+                raise ODataQueryError(top_limit_message(pbx.max_top, query.top))
+        rows = pbx.backups.items(link_base)
+        if query.filter is not None:
+            keep = compile_filter(query.filter)
+            rows = [row for row in rows if keep(row)]
+        if query.search is not None:
+            found = compile_search(query.search)
+            rows = [row for row in rows if found(row)]
+        for field, descending in reversed(query.orderby):
+            rows = sorted(rows, key=lambda row: str(row.get(field) or ""), reverse=descending)
+    except ODataQueryError as exc:
+        return odata_error(400, str(exc))
+    end = query.skip + (query.top if query.top is not None else pbx.page_default)
+    data: dict[str, Any] = {"@odata.context": service + "Backups"}
+    if query.count:
+        data["@odata.count"] = len(rows)
+    data["value"] = rows[query.skip : end] if wrong is None else {}
+    return web.Response(body=json.dumps(data).encode(), headers=_ODATA_HEADERS)
 
 
 def _check_bearer(request: web.Request, pbx: Pbx) -> web.Response | None:

@@ -29,6 +29,21 @@ GET      /_sim/{pbx}/faults                ``{"faults": [rule, ...]}``
 POST     /_sim/{pbx}/faults                a rule (see :mod:`auditor.simulator.faults`) -> 201
 DELETE   /_sim/{pbx}/faults                remove every rule -> 204
 DELETE   /_sim/{pbx}/faults/{id}           remove one rule -> 204
+GET      /_sim/{pbx}/backups               ``{"value": [item, ...]}`` as the PBX lists them
+POST     /_sim/{pbx}/backups               make one now: ``{"size"?: int}`` -> 201 item
+PATCH    /_sim/{pbx}/backups/{filename}    ``{"size"?: int, "encrypted"?: bool}`` -> 200 item
+                                           (shrink a backup, or say it is not encrypted)
+DELETE   /_sim/{pbx}/backups/{filename}    -> 204
+PUT      /_sim/{pbx}/backup-job            ``{"running": bool}``: stop/resume making backups
+                                           (the settings still say scheduled) -> 200
+GET      /_sim/{pbx}/backup-settings       ``Pbx.BackupSettings``
+PATCH    /_sim/{pbx}/backup-settings       replace fields (``Contents``/``Schedule`` merged;
+                                           ``{"Contents": {"EncryptBackup": false}}`` turns
+                                           encryption off) -> 200 settings
+GET      /_sim/{pbx}/backup-repository     ``{"Location": {...}}`` as the PBX sends it
+PATCH    /_sim/{pbx}/backup-repository     ``{"Location"?: {fields}, "conceal"?: bool}``
+                                           (``{"Location": {"FileSystemType": "Local"}}``
+                                           moves the repository to the PBX's disk) -> 200
 GET      /_sim/{pbx}/stats                 the PBX's :class:`~auditor.simulator.stats.Stats`
 DELETE   /_sim/{pbx}/stats                 reset them -> 204
 =======  ================================  =================================================
@@ -234,6 +249,83 @@ async def _reset_stats(
     return web.Response(status=204)
 
 
+async def _list_backups(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    return web.json_response({"value": pbx.backups.items()})
+
+
+async def _make_backup(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    body = await _body(request)
+    _only(body, {"size"})
+    return web.json_response(pbx.backups.make(_get(body, "size", int, optional=True)), status=201)
+
+
+async def _change_backup(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    body = await _body(request)
+    _only(body, {"size", "encrypted"})
+    size = _get(body, "size", int, optional=True)
+    if size is not None and size < 0:
+        raise ValueError("size cannot be negative")
+    pbx.backups.change(args[0], size=size, encrypted=_get(body, "encrypted", bool, optional=True))
+    item = next(row for row in pbx.backups.items() if row["FileName"] == args[0])
+    return web.json_response(item)
+
+
+async def _remove_backup(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    pbx.backups.remove(args[0])
+    return web.Response(status=204)
+
+
+async def _backup_job(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    body = await _body(request)
+    _only(body, {"running"})
+    pbx.backups.catch_up()
+    pbx.backups.running = _get(body, "running", bool)
+    return web.json_response({"running": pbx.backups.running})
+
+
+async def _get_backup_settings(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    return web.json_response(pbx.backups.settings)
+
+
+async def _patch_backup_settings(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    pbx.backups.update_settings(await _body(request))
+    return web.json_response(pbx.backups.settings)
+
+
+async def _get_repository(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    return web.json_response(pbx.backups.repository())
+
+
+async def _patch_repository(
+    request: web.Request, sim: Simulator, pbx: Pbx, args: list[str]
+) -> web.Response:
+    body = await _body(request)
+    _only(body, {"Location", "conceal"})
+    location = _get(body, "Location", dict, optional=True)
+    if location is not None:
+        pbx.backups.update_location(location)
+    conceal = _get(body, "conceal", bool, optional=True)
+    if conceal is not None:
+        pbx.backups.conceal = conceal
+    return web.json_response(pbx.backups.repository())
+
+
 _ROUTES: dict[tuple[str, str, int], Handler] = {
     ("GET", "", 1): _summary,
     ("DELETE", "", 1): _remove_pbx,
@@ -250,6 +342,15 @@ _ROUTES: dict[tuple[str, str, int], Handler] = {
     ("POST", "faults", 2): _add_fault,
     ("DELETE", "faults", 2): _clear_faults,
     ("DELETE", "faults", 3): _remove_fault,
+    ("GET", "backups", 2): _list_backups,
+    ("POST", "backups", 2): _make_backup,
+    ("PATCH", "backups", 3): _change_backup,
+    ("DELETE", "backups", 3): _remove_backup,
+    ("PUT", "backup-job", 2): _backup_job,
+    ("GET", "backup-settings", 2): _get_backup_settings,
+    ("PATCH", "backup-settings", 2): _patch_backup_settings,
+    ("GET", "backup-repository", 2): _get_repository,
+    ("PATCH", "backup-repository", 2): _patch_repository,
     ("GET", "stats", 2): _stats,
     ("DELETE", "stats", 2): _reset_stats,
 }

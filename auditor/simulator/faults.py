@@ -1,7 +1,8 @@
 """Scriptable faults: a rule says which requests it matches and what goes wrong with them.
 
-Matching: ``endpoint`` (``token``, ``scripts``, ``settings``, ``xapi`` = any XAPI route, or
-``any``), optionally ``skip`` (then only listing requests whose ``$skip`` equals it; one
+Matching: ``endpoint`` (``token``, ``scripts``, ``settings``, ``backups``, ``backup_extras``,
+``backup_settings``, ``backup_repository``, ``xapi`` = any XAPI route, or ``any``), optionally
+``skip`` (then only requests of a listing, scripts or backups, whose ``$skip`` equals it; one
 without ``$skip`` counts as 0, so ``skip=0`` is the first page) and ``nth`` (the rule starts
 firing at the nth request it matches, 1-based, counted from when the rule was added).
 ``times`` caps how often it fires (None: forever). Rules are checked in the order they were
@@ -53,8 +54,30 @@ FaultAction = Literal[
     "ignore_skip",
     "wrong_types",
 ]
-FaultEndpoint = Literal["token", "scripts", "settings", "xapi", "any"]
-Endpoint = Literal["token", "scripts", "settings", "xapi", "other"]
+FaultEndpoint = Literal[
+    "token",
+    "scripts",
+    "settings",
+    "backups",
+    "backup_extras",
+    "backup_settings",
+    "backup_repository",
+    "xapi",
+    "any",
+]
+Endpoint = Literal[
+    "token",
+    "scripts",
+    "settings",
+    "backups",
+    "backup_extras",
+    "backup_settings",
+    "backup_repository",
+    "xapi",
+    "other",
+]
+LISTINGS = frozenset({"scripts", "backups"})
+"""The paged endpoints (a rule's ``skip`` and ``shift`` apply to these)."""
 
 ACTIONS: tuple[str, ...] = get_args(FaultAction)
 ENDPOINTS: tuple[str, ...] = get_args(FaultEndpoint)
@@ -134,13 +157,13 @@ class Fault:
         """Whether a request to ``endpoint`` at ``skip`` is one this rule counts."""
         if self.endpoint != "any":
             if self.endpoint == "xapi":
-                if endpoint not in ("scripts", "settings", "xapi"):
+                if endpoint in ("token", "other"):
                     return False
             elif self.endpoint != endpoint:
                 return False
         if self.skip is None:
             return True
-        return endpoint == "scripts" and self.skip == skip
+        return endpoint in LISTINGS and self.skip == skip
 
     def observe(self, endpoint: Endpoint, skip: int) -> bool:
         """Count a request this rule watches; True when the rule is due to fire for it."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
+from auditor.simulator.backups import BackupStore
 from auditor.simulator.data import (
     DuplicateError,
     check_filename,
@@ -87,7 +89,8 @@ class Pbx:
 
     ``scripts`` is a number of generated names (deterministic from ``seed``) or the names
     themselves. With ``states`` every item also carries ``"State": "Connected"``.
-    ``settings`` overrides fields of the generated failover settings.
+    ``settings`` overrides fields of the generated failover settings. ``backups`` holds its
+    backups, backup settings and repository (``backup_start``: the UTC date at clock 0).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class Pbx:
         page_default: int = 100,
         history: int = 1000,
         clock: Clock = time.monotonic,
+        backup_start: datetime | None = None,
     ) -> None:
         self.name = check_pbx_name(name)
         if token_lifetime < 0:
@@ -133,6 +137,7 @@ class Pbx:
         self._settings = generate_settings(filenames, seed)
         if settings:
             self._settings.update(check_settings(settings))
+        self.backups = BackupStore(seed, lambda: self.clock(), start=backup_start)
 
     def __repr__(self) -> str:
         return f"Pbx({self.name!r}, scripts={len(self.scripts)})"
@@ -193,8 +198,11 @@ class Pbx:
         """Set an item's State; None removes the field. Works with ``states`` off too."""
         self.scripts.set_state(filename, state)
 
-    def shift(self, skip: int, count: int) -> list[str]:
-        """See :meth:`ScriptListing.shift <auditor.simulator.scripts.ScriptListing.shift>`."""
+    def shift(self, skip: int, count: int, endpoint: str = "scripts") -> list[str]:
+        """See :meth:`ScriptListing.shift <auditor.simulator.scripts.ScriptListing.shift>` (and
+        :meth:`BackupStore.shift <auditor.simulator.backups.BackupStore.shift>` for backups)."""
+        if endpoint == "backups":
+            return self.backups.shift(count)
         return self.scripts.shift(skip, count)
 
     def view(
@@ -307,6 +315,8 @@ class Pbx:
             "page_default": self.page_default,
             "faults": [f.to_dict() for f in self.faults],
             "version": self.version,
+            "backups": len(self.backups),
+            "backup_job_running": self.backups.running,
         }
 
 

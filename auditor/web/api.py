@@ -17,7 +17,8 @@ A bad parameter is a 400 with ``{"error": "<one line>"}``.
 
 The filters of the CLI's ``history`` and ``alerts``, by the same names: ``/changes`` takes
 ``key`` (one item: a script's file name, or ``settings``), ``kind`` (``added``, ``removed``,
-``changed``) and ``collection`` (``scripts``, ``settings``); ``/alerts`` takes ``kind`` (an
+``changed``) and ``collection`` (``scripts``, ``settings`` or a name of
+:mod:`auditor.collections`); ``/alerts`` takes ``kind`` (an
 alert kind), ``severity`` (that severity or higher; a resolution counts with the severity of
 what it resolves) and ``firing=true`` (only the conditions firing now, each by its latest
 event). ``kind`` and ``collection`` take one value or several separated by commas.
@@ -34,6 +35,7 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import MultiMapping
 
+from auditor.collections import NAMES
 from auditor.model import ALERT_KINDS, JSON, SCRIPTS, SETTINGS, SEVERITIES, iso
 from auditor.store import TargetRow
 from auditor.web.cursors import (
@@ -57,8 +59,7 @@ _CHANGE_KINDS: Final = {k: k for k in ("added", "removed", "changed")}
 _COLLECTIONS: Final = {
     "scripts": SCRIPTS,
     "settings": SETTINGS,
-    SCRIPTS: SCRIPTS,
-    SETTINGS: SETTINGS,
+    **{name: name for name in NAMES},
 }
 _ALERT_KINDS: Final = {k: k for k in ALERT_KINDS}
 

@@ -34,9 +34,11 @@ from tenacity import (
 from yarl import URL
 
 from auditor import __version__
+from auditor.collections import Collection, odata_key
 from auditor.config import TargetSettings
 from auditor.errors import AuthError, BadResponseError, UnavailableError
 from auditor.model import JSON, SCRIPT_KEY_FIELD
+from auditor.model import SCRIPTS as SCRIPTS_COLLECTION
 from auditor.odata import check_filter
 from auditor.xapi.answers import Listing, Page, SettingsAnswer, answer_digest
 from auditor.xapi.failures import (
@@ -412,6 +414,63 @@ class XapiClient:
         """:meth:`get_failover_settings`, with the digest of the answer."""
         what = "GetBackupFailoverSettings"
         data, body = await self._get(SETTINGS_PATH, {}, what, None)
+        if not isinstance(data, dict):
+            raise BadResponseError(
+                f"{what}: answer is a JSON {type(data).__name__}, not an object",
+                target=self.name,
+            )
+        value = {k: v for k, v in data.items() if not k.startswith("@odata.")}
+        return SettingsAnswer(value=value, digest=answer_digest([body]))
+
+    # -- any collection of auditor.collections -------------------------------------------
+
+    async def list_collection(self, entry: Collection) -> Listing:
+        """Every item of a paged collection, proved complete like the failover scripts (the
+        target's filter and search apply to the failover scripts only)."""
+        if entry.name == SCRIPTS_COLLECTION:
+            return await self.list_failover_scripts()
+        key = entry.key
+        if key is None:
+            raise ValueError(f"{entry.name} is not a paged collection")
+        path = entry.path.lstrip("/")
+
+        async def fetch(top: int, skip: int, page: int) -> Page:
+            query = query_options(top=top, skip=skip, count=True)
+            what = entry.name + (f" $skip={skip}" if skip else "")
+            data, body = await self._get(path, query, what, page)
+            return parse_page(
+                data,
+                body,
+                collection=entry.name,
+                key=key,
+                top=top,
+                skip=skip,
+                page=page,
+                target=self.name,
+            )
+
+        return await list_all(
+            fetch,
+            collection=entry.name,
+            key=key,
+            top=self.target.page_size,
+            max_relist=self.target.max_relist,
+            deadline=self.target.listing_timeout.total_seconds(),
+            target=self.name,
+            log=self._log,
+        )
+
+    async def fetch_object(self, entry: Collection, item_key: str | None = None) -> SettingsAnswer:
+        """A single-object collection (``item_key`` None) or the extras of one item of a paged
+        one (``entry.extras_path``): the object, OData annotations removed, and its digest."""
+        if item_key is None:
+            path, what = entry.path, entry.name
+        else:
+            if entry.extras_path is None:
+                raise ValueError(f"{entry.name} has no per-item extras")
+            path = entry.extras_path.replace("{key}", odata_key(item_key))
+            what = f"{entry.name} extras of {item_key!r}"
+        data, body = await self._get(path.lstrip("/"), {}, what, None)
         if not isinstance(data, dict):
             raise BadResponseError(
                 f"{what}: answer is a JSON {type(data).__name__}, not an object",
