@@ -289,7 +289,10 @@ def test_collections_are_checked_and_the_digest_key_is_never_shown(tmp_path: Pat
     settings = load_settings(chosen).settings
     assert settings.targets[0].collections == ("backups", "failover_scripts")
     default = write(tmp_path, TARGET)
-    assert "backup_repository" in load_settings(default).settings.targets[0].collections
+    assert load_settings(default).settings.targets[0].collections == (
+        "failover_scripts",
+        "failover_settings",
+    )
 
     both = '[audit]\nsecret_digest_key = "k7k7k7"\nsecret_digest_key_env = "K"\n'
     two = write(tmp_path, both + TARGET)

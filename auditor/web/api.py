@@ -103,14 +103,28 @@ async def api_runs(request: web.Request) -> web.Response:
     )
 
 
+def _listed(allowed: Mapping[str, str], room: int = 160) -> str:
+    """The allowed names, cut to a few when they would make the error long (the README lists
+    them all): an error stays one short line however many kinds there are."""
+    names = list(dict.fromkeys(allowed))
+    whole = ", ".join(names)
+    if len(whole) <= room:
+        return whole
+    shown: list[str] = []
+    for name in names:
+        if len(", ".join([*shown, name])) > room - 20:
+            break
+        shown.append(name)
+    return f"{', '.join(shown)}, ... ({len(names)} in all)"
+
+
 def _one_of(name: str, text: str, allowed: Mapping[str, str]) -> list[str]:
     """A comma-separated list of ``allowed`` names -> the values they stand for."""
     values = []
     for part in text.split(","):
         word = part.strip()
         if word not in allowed:
-            known = ", ".join(dict.fromkeys(allowed))
-            raise BadRequest(f"{name}: {quoted(word)} is not one of {known}")
+            raise BadRequest(f"{name}: {quoted(word)} is not one of {_listed(allowed)}")
         values.append(allowed[word])
     return values
 
